@@ -1,0 +1,11 @@
+"""Command-line tools: `flask demo`, `flask tokens`, `flask audit`, `flask setup`."""
+from __future__ import annotations
+
+from flask import Flask
+
+from app.cli import audit_cmd, demo_cmd, setup_cmd, tokens_cmd
+
+
+def register_cli(app: Flask) -> None:
+    for group in (demo_cmd.demo, tokens_cmd.tokens, audit_cmd.audit, setup_cmd.setup):
+        app.cli.add_command(group)

@@ -1,0 +1,81 @@
+"""Configuration read from the environment (DESIGN.md §8)."""
+from __future__ import annotations
+
+import os
+import secrets
+from datetime import timedelta
+from pathlib import Path
+
+
+class ConfigError(RuntimeError):
+    """The environment does not describe a safe way to run the app."""
+
+
+def _sqlite_url(instance_path: str, filename: str) -> str:
+    return f"sqlite:///{Path(instance_path) / filename}"
+
+
+def _development_secret(instance_path: str) -> str:
+    # A random key kept in the instance folder: sessions survive a restart on a
+    # developer's laptop, and no key is ever written into the source.
+    key_file = Path(instance_path) / "secret_key"
+    if key_file.exists():
+        return key_file.read_text().strip()
+    key = secrets.token_hex(32)
+    key_file.write_text(key)
+    key_file.chmod(0o600)
+    return key
+
+
+def build_config(instance_path: str, overrides: dict | None = None) -> dict:
+    env = os.environ
+    app_env = env.get("APP_ENV", "development")
+    if app_env not in ("development", "production"):
+        raise ConfigError(f"APP_ENV must be 'development' or 'production', not {app_env!r}.")
+    Path(instance_path).mkdir(parents=True, exist_ok=True)
+
+    secret = env.get("SECRET_KEY")
+    if not secret:
+        if app_env == "production":
+            raise ConfigError("SECRET_KEY is not set. Production refuses to start without a real secret key.")
+        secret = _development_secret(instance_path)
+    elif app_env == "production" and len(secret) < 32:
+        raise ConfigError("SECRET_KEY is shorter than 32 characters. Use a long random value in production.")
+
+    database_url = env.get("DATABASE_URL") or _sqlite_url(instance_path, "clinic.db")
+    audit_url = env.get("AUDIT_DATABASE_URL") or _sqlite_url(instance_path, "audit.db")
+    if app_env == "production" and (not env.get("DATABASE_URL") or not env.get("AUDIT_DATABASE_URL")):
+        raise ConfigError("DATABASE_URL and AUDIT_DATABASE_URL must both be set in production.")
+
+    config = {
+        "APP_ENV": app_env,
+        "SECRET_KEY": secret,
+        "SQLALCHEMY_DATABASE_URI": _normalise_url(database_url),
+        "SQLALCHEMY_BINDS": {"audit": _normalise_url(audit_url)},
+        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
+        "SESSION_COOKIE_HTTPONLY": True,
+        "SESSION_COOKIE_SAMESITE": "Lax",
+        "SESSION_COOKIE_SECURE": app_env == "production",
+        "SESSION_IDLE_TIMEOUT": timedelta(minutes=int(env.get("SESSION_IDLE_MINUTES", "30"))),
+        "SESSION_ABSOLUTE_TIMEOUT": timedelta(hours=int(env.get("SESSION_ABSOLUTE_HOURS", "12"))),
+        "WTF_CSRF_TIME_LIMIT": None,  # the session's own timeouts bound the token's life
+        "RATELIMIT_STORAGE_URI": env.get("RATELIMIT_STORAGE_URI", "memory://"),
+        "RATELIMIT_HEADERS_ENABLED": True,
+        "SIGN_IN_RATE_LIMIT": env.get("SIGN_IN_RATE_LIMIT", "20 per minute"),
+        "ACCOUNT_LOCKOUT_FAILURES": int(env.get("ACCOUNT_LOCKOUT_FAILURES", "8")),
+        "ACCOUNT_LOCKOUT_MINUTES": int(env.get("ACCOUNT_LOCKOUT_MINUTES", "15")),
+        "APPOINTMENT_SLOT_CAPACITY": int(env.get("APPOINTMENT_SLOT_CAPACITY", "4")),
+        "MAX_CONTENT_LENGTH": 2 * 1024 * 1024,
+    }
+    if overrides:
+        config.update(overrides)
+    return config
+
+
+def _normalise_url(url: str) -> str:
+    # Hosting platforms hand out postgres:// URLs; SQLAlchemy wants the driver named.
+    if url.startswith("postgres://"):
+        url = "postgresql+psycopg://" + url[len("postgres://"):]
+    elif url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url[len("postgresql://"):]
+    return url

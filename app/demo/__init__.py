@@ -1,0 +1,1 @@
+"""Demo organization, users and patients, written through the one write path."""

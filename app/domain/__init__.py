@@ -1,0 +1,1 @@
+"""Pure rules of the clinic record: no Flask, no database session."""

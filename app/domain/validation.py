@@ -1,0 +1,114 @@
+"""JSON Schema validation with messages a person can act on, each naming its field."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime
+
+from jsonschema import Draft202012Validator, FormatChecker
+
+FORMAT_CHECKER = FormatChecker(formats=())
+
+
+@FORMAT_CHECKER.checks("date", raises=ValueError)
+def _is_date(value: object) -> bool:
+    if not isinstance(value, str):
+        return True
+    if len(value) != 10:
+        raise ValueError("not YYYY-MM-DD")
+    date.fromisoformat(value)
+    return True
+
+
+@FORMAT_CHECKER.checks("date-time", raises=ValueError)
+def _is_datetime(value: object) -> bool:
+    if not isinstance(value, str):
+        return True
+    parsed = parse_datetime(value)
+    return parsed is not None
+
+
+def parse_datetime(value: str) -> datetime | None:
+    """An ISO 8601 date-time with a zone (Z or an offset); None for anything else."""
+    if not isinstance(value, str) or "T" not in value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else None
+
+
+@dataclass(frozen=True)
+class Problem:
+    field: str
+    message: str
+
+    def as_dict(self) -> dict:
+        return {"field": self.field, "message": self.message}
+
+
+def _label(schema: dict, field: str) -> str:
+    return schema.get("x-label") or field.replace("_", " ").capitalize() or "This value"
+
+
+def _message(error) -> Problem:
+    path = [str(p) for p in error.absolute_path]
+    field = ".".join(path)
+    schema = error.schema if isinstance(error.schema, dict) else {}
+    label = _label(schema, path[-1] if path else "")
+    hint = schema.get("x-hint")
+    kind = error.validator
+    if kind == "required":
+        missing = error.message.split("'")[1] if "'" in error.message else ""
+        prop_schema = schema.get("properties", {}).get(missing, {})
+        field = ".".join([*path, missing]) if missing else field
+        return Problem(field, f"{_label(prop_schema, missing)} is required.")
+    if kind == "additionalProperties":
+        extras = sorted(set(error.instance) - set(schema.get("properties", {})))
+        return Problem(field or (extras[0] if extras else ""),
+                       f"Unknown field{'s' if len(extras) > 1 else ''}: {', '.join(extras)}.")
+    if kind == "enum":
+        choices = ", ".join(str(c) for c in error.validator_value)
+        return Problem(field, f"{label} must be one of: {choices}.")
+    if kind == "minLength" and error.validator_value == 1:
+        return Problem(field, f"{label} is required.")
+    if kind == "maxLength":
+        return Problem(field, f"{label} is too long (at most {error.validator_value} characters).")
+    if kind == "minLength":
+        return Problem(field, f"{label} is too short (at least {error.validator_value} characters).")
+    if kind in ("pattern", "format"):
+        return Problem(field, f"{label} is not valid" + (f": {hint}." if hint else "."))
+    if kind == "type":
+        wanted = error.validator_value
+        wanted = [wanted] if isinstance(wanted, str) else wanted
+        words = {"integer": "a whole number", "number": "a number", "string": "text",
+                 "object": "an object", "array": "a list", "null": "empty", "boolean": "yes or no"}
+        return Problem(field, f"{label} must be {' or '.join(words.get(w, w) for w in wanted)}.")
+    if kind == "minimum":
+        return Problem(field, f"{label} must be at least {error.validator_value}.")
+    if kind == "maximum":
+        return Problem(field, f"{label} must be at most {error.validator_value}.")
+    if kind == "minProperties":
+        return Problem(field, "Nothing to change: give at least one field.")
+    if kind == "maxItems":
+        return Problem(field, f"{label} has too many entries (at most {error.validator_value}).")
+    return Problem(field, f"{label} is not valid.")
+
+
+_VALIDATORS: dict[int, Draft202012Validator] = {}
+
+
+def validate(schema: dict, instance: object) -> list[Problem]:
+    validator = _VALIDATORS.get(id(schema))
+    if validator is None:
+        validator = Draft202012Validator(schema, format_checker=FORMAT_CHECKER)
+        _VALIDATORS[id(schema)] = validator
+    errors = sorted(validator.iter_errors(instance), key=lambda e: list(map(str, e.absolute_path)))
+    problems: list[Problem] = []
+    seen: set[str] = set()
+    for error in errors:
+        problem = _message(error)
+        if problem.field not in seen:  # one message per field is enough to act on
+            seen.add(problem.field)
+            problems.append(problem)
+    return problems

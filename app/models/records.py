@@ -1,0 +1,24 @@
+"""Plain JSON-able records of rows: what history, the change log, sync and templates see."""
+from __future__ import annotations
+
+from datetime import date, datetime, timezone
+from decimal import Decimal
+
+
+def to_json_value(value):
+    if isinstance(value, datetime):
+        return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return float(value)
+    return value
+
+
+class RecordMixin:
+    """A row that can be written as a plain dict of its RECORD_FIELDS."""
+
+    RECORD_FIELDS: tuple[str, ...] = ()
+
+    def to_record(self) -> dict:
+        return {name: to_json_value(getattr(self, name)) for name in self.RECORD_FIELDS}

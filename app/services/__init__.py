@@ -1,0 +1,1 @@
+"""Operations on the database: they flush, never commit; the caller owns the transaction."""

@@ -1,0 +1,68 @@
+"""apply(): the one way clinical data is written (DESIGN.md §2).
+
+Validate, authorize, apply the type's conflict policy, write rows, history and
+change log, and store the result under the mutation id, in the caller's
+transaction. It flushes and never commits.
+"""
+from __future__ import annotations
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from app.domain.mutations import ENVELOPE_SCHEMA, MUTATION_TYPES
+from app.domain.validation import validate
+from app.extensions import db
+from app.models import MutationResult
+from app.services.actor import Actor
+from app.services.handlers import HANDLERS
+from app.services.results import DUPLICATE, REJECTED, Mutation, Rejection, Result
+from app.services.writes import WriteContext
+
+
+def check_envelope(body: dict) -> list[dict]:
+    """Problems with the shape of one mutation as it arrived over the wire."""
+    return [p.as_dict() for p in validate(ENVELOPE_SCHEMA, body)]
+
+
+def apply(mutation: Mutation, actor: Actor, source: str) -> Result:
+    stored = db.session.get(MutationResult, mutation.mid)
+    if stored is not None:
+        if stored.payload_hash != mutation.payload_hash():
+            return _rejected(mutation, Rejection(
+                "mid_reused", "This mutation id was already used for a different change."))
+        return Result.from_stored(stored.result, DUPLICATE)
+
+    try:
+        with db.session.begin_nested():
+            result = _apply_new(mutation, actor)
+    except Rejection as rejection:
+        result = _rejected(mutation, rejection)
+    except SQLAlchemyError:
+        raise  # a database fault is transient: the caller rolls back and the client retries
+
+    result.seq = mutation.seq
+    db.session.add(MutationResult(
+        mid=mutation.mid, client_id=mutation.client_id, seq=mutation.seq, type=mutation.type,
+        payload_hash=mutation.payload_hash(), status=result.status, result=result.to_wire(),
+        user_id=actor.user_id, source=source, client_ts=mutation.client_ts))
+    db.session.flush()
+    return result
+
+
+def _apply_new(mutation: Mutation, actor: Actor) -> Result:
+    mtype = MUTATION_TYPES.get(mutation.type)
+    if mtype is None:
+        raise Rejection("unknown_type", f"Unknown mutation type {mutation.type!r}.")
+    if mutation.entity != mtype.entity:
+        raise Rejection("wrong_entity",
+                        f"{mutation.type} changes a {mtype.entity}, not a {mutation.entity}.")
+    if not (actor.roles & mtype.roles):
+        raise Rejection("forbidden", f"Your role does not allow this: {mtype.label.lower()}.")
+    problems = validate(mtype.schema, mutation.data)
+    if problems:
+        raise Rejection("invalid", problems[0].message, [p.as_dict() for p in problems])
+    return HANDLERS[mutation.type](WriteContext(mutation, actor, mtype))
+
+
+def _rejected(mutation: Mutation, rejection: Rejection) -> Result:
+    return Result(mid=mutation.mid, status=REJECTED, entity=mutation.entity,
+                  entity_id=mutation.entity_id, error=rejection.as_error(), seq=mutation.seq)

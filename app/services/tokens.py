@@ -1,0 +1,37 @@
+"""Bearer tokens: random, shown once, kept only as a hash."""
+from __future__ import annotations
+
+import hashlib
+import secrets
+
+from sqlalchemy import select
+
+from app.domain.ids import new_id
+from app.extensions import db
+from app.models import ApiToken, User
+from app.models.types import utcnow
+
+PREFIX = "crt_"
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def issue(user: User, name: str, clinic_id: str | None = None) -> str:
+    token = PREFIX + secrets.token_urlsafe(32)
+    db.session.add(ApiToken(id=new_id(), user_id=user.id, clinic_id=clinic_id, name=name[:100],
+                            token_hash=_digest(token)))
+    return token
+
+
+def authenticate(token: str) -> ApiToken | None:
+    """The live token behind this secret, or None; its user must still be active."""
+    if not token.startswith(PREFIX):
+        return None
+    row = db.session.execute(select(ApiToken).where(ApiToken.token_hash == _digest(token))
+                             ).scalar_one_or_none()
+    if row is None or row.revoked_at is not None or row.user.is_disabled:
+        return None
+    row.last_used_at = utcnow()
+    return row

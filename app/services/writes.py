@@ -1,0 +1,126 @@
+"""The steps every write shares: create or change a row, keep its history, log the change."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import BigInteger, String, func, select
+
+from app.domain.ids import new_id
+from app.domain.mutations import MutationType
+from app.extensions import db
+from app.models import ChangeLog, Conflict, EntityHistory, Patient
+from app.models.types import utcnow
+from app.services.actor import Actor
+from app.services.results import APPLIED, CONFLICT, Mutation, Rejection, Result
+from app.services.scope import patient_visible
+
+
+@dataclass
+class WriteContext:
+    mutation: Mutation
+    actor: Actor
+    mtype: MutationType
+
+    # Reading -------------------------------------------------------------------------------
+    def load(self, model, entity_id: str, label: str, lock: bool = True):
+        query = select(model).where(model.id == entity_id)
+        if lock:
+            query = query.with_for_update()
+        row = db.session.execute(query).scalar_one_or_none()
+        if row is None:
+            raise Rejection("not_found", f"{label} {entity_id} was not found.")
+        return row
+
+    def require_patient(self, patient_id: str, lock: bool = False) -> Patient:
+        # A patient outside the actor's clinic is reported exactly like a missing one,
+        # so ids cannot be probed across clinics.
+        if not patient_visible(patient_id, self.actor.clinic_id):
+            raise Rejection("not_found", f"Patient {patient_id} was not found in this clinic.")
+        return self.load(Patient, patient_id, "Patient", lock=lock)
+
+    def require_own_clinic(self, clinic_id: str | None) -> str:
+        clinic_id = clinic_id or self.actor.clinic_id
+        if clinic_id != self.actor.clinic_id:
+            raise Rejection("forbidden", "You can only do this for the clinic you are signed in to.")
+        return clinic_id
+
+    # Writing -------------------------------------------------------------------------------
+    def insert(self, model, fields: dict):
+        """Add the mutation's new row without logging it yet (for records built in steps)."""
+        if db.session.get(model, self.mutation.entity_id) is not None:
+            raise Rejection("entity_exists",
+                            f"A record with id {self.mutation.entity_id} already exists.")
+        now = utcnow()
+        row = model(id=self.mutation.entity_id, version=1, created_at=now, updated_at=now,
+                    created_by=self.actor.user_id, **fields)
+        db.session.add(row)
+        db.session.flush()
+        return row
+
+    def create(self, model, fields: dict, *, patient_id: str | None, clinic_id: str | None):
+        row = self.insert(model, fields)
+        self.record(row, patient_id=patient_id, clinic_id=clinic_id)
+        return row
+
+    def update(self, row, changes: dict, *, patient_id: str | None, clinic_id: str | None):
+        for name, value in changes.items():
+            setattr(row, name, value)
+        row.version += 1
+        row.updated_at = utcnow()
+        db.session.flush()
+        self.record(row, patient_id=patient_id, clinic_id=clinic_id)
+        return row
+
+    def record(self, row, *, patient_id: str | None, clinic_id: str | None) -> None:
+        """Keep this version of the row in its history and announce it in the change log."""
+        entity = row.__tablename__
+        db.session.expire(row)  # relationships in the record must reflect this write
+        db.session.add(EntityHistory(entity=entity, entity_id=row.id, version=row.version,
+                                     record=row.to_record(), mid=self.mutation.mid,
+                                     changed_by=self.actor.user_id))
+        change = ChangeLog(entity=entity, entity_id=row.id, version=row.version, op="put",
+                           clinic_id=clinic_id or self.actor.clinic_id, patient_id=patient_id,
+                           origin_mid=self.mutation.mid, origin_client_id=self.mutation.client_id,
+                           origin_seq=self.mutation.seq)
+        if db.session.get_bind().dialect.name == "postgresql":
+            change.txid = func.cast(func.cast(func.pg_current_xact_id(), String), BigInteger)
+        db.session.add(change)
+        db.session.flush()
+
+    # Answers -------------------------------------------------------------------------------
+    def applied(self, row) -> Result:
+        return Result(mid=self.mutation.mid, status=APPLIED, entity=self.mutation.entity,
+                      entity_id=row.id, version=row.version, record=row.to_record())
+
+    def check_base_version(self, row, *, patient_id: str | None, clinic_id: str | None,
+                           wanted: dict) -> Result | None:
+        """The version policy: a stale base is a conflict, unless the change is already in effect."""
+        if self.mutation.base_version is None:
+            raise Rejection("base_version_required",
+                            "This change needs the version of the record it was made on.")
+        if self.mutation.base_version == row.version:
+            return None
+        record = row.to_record()
+        if all(record.get(k) == v for k, v in wanted.items()):
+            return self.applied(row)
+        fields = sorted(k for k, v in wanted.items() if record.get(k) != v) or sorted(wanted)
+        return self.conflict(row, fields, wanted, {}, patient_id=patient_id, clinic_id=clinic_id,
+                             applied_fields=[])
+
+    def conflict(self, row, fields: list[str], incoming: dict, base: dict, *,
+                 patient_id: str | None, clinic_id: str | None,
+                 applied_fields: list[str]) -> Result:
+        record = row.to_record()
+        db.session.add(Conflict(
+            id=new_id(), clinic_id=clinic_id or self.actor.clinic_id, patient_id=patient_id,
+            entity=row.__tablename__, entity_id=row.id, mid=self.mutation.mid,
+            mutation_type=self.mutation.type, fields=fields,
+            server_values={f: record.get(f) for f in fields},
+            incoming_values={f: incoming.get(f) for f in fields},
+            base_values={f: base.get(f) for f in fields if f in base},
+            server_version=row.version, raised_by=self.actor.user_id))
+        db.session.flush()
+        return Result(mid=self.mutation.mid, status=CONFLICT, entity=self.mutation.entity,
+                      entity_id=row.id, version=row.version, record=record,
+                      conflict={"fields": fields, "server": {f: record.get(f) for f in fields},
+                                "applied": applied_fields})

@@ -1,0 +1,128 @@
+"""Server-side sessions: the cookie carries a random token, the server decides if it is alive."""
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+
+from flask import current_app, request, session
+from sqlalchemy import select, update
+
+from app.database import set_write_intent, reset_write_intent
+from app.domain.ids import new_id
+from app.extensions import db
+from app.models import Membership, User, UserSession
+from app.models.types import utcnow
+from app.services.actor import Actor
+
+LAST_SEEN_RESOLUTION = timedelta(seconds=60)  # fewer writes; idle timeouts are minutes long
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclass
+class Principal:
+    """The signed-in person as flask-login sees them: user, session and active clinic."""
+
+    user: User
+    session_row: UserSession | None
+    clinic_id: str | None
+    roles: frozenset[str]
+    is_authenticated: bool = True
+    is_active: bool = True
+    is_anonymous: bool = False
+
+    def get_id(self) -> str:
+        return self.user.id
+
+    def actor(self, request_id: str | None = None, client_id: str | None = None) -> Actor:
+        return Actor(user_id=self.user.id, username=self.user.username,
+                     organization_id=self.user.organization_id, clinic_id=self.clinic_id,
+                     roles=self.roles, client_id=client_id, request_id=request_id)
+
+
+def roles_at(user: User, clinic_id: str | None) -> frozenset[str]:
+    rows = db.session.execute(select(Membership.role).where(
+        Membership.user_id == user.id, Membership.clinic_id == clinic_id)).scalars()
+    return frozenset(rows)
+
+
+def clinics_of(user: User) -> list[str]:
+    rows = db.session.execute(select(Membership.clinic_id).where(Membership.user_id == user.id)
+                              .order_by(Membership.created_at)).scalars()
+    return list(dict.fromkeys(rows))
+
+
+def start(user: User) -> None:
+    """A fresh session on every sign-in: the old cookie's token is never reused."""
+    session.clear()
+    token = secrets.token_urlsafe(32)
+    clinics = clinics_of(user)
+    db.session.add(UserSession(id=new_id(), token_hash=token_hash(token), user_id=user.id,
+                               clinic_id=clinics[0] if clinics else None,
+                               user_agent=(request.user_agent.string or "")[:300]))
+    session["sid"] = token
+    session.permanent = True
+
+
+def end(reason: str) -> None:
+    token = session.get("sid")
+    if token:
+        db.session.execute(update(UserSession).where(
+            UserSession.token_hash == token_hash(token), UserSession.ended_at.is_(None))
+            .values(ended_at=utcnow(), end_reason=reason))
+    session.clear()
+
+
+def end_all_for(user_id: str, reason: str) -> int:
+    result = db.session.execute(update(UserSession).where(
+        UserSession.user_id == user_id, UserSession.ended_at.is_(None))
+        .values(ended_at=utcnow(), end_reason=reason))
+    return result.rowcount or 0
+
+
+def load(user_id: str) -> Principal | None:
+    token = session.get("sid")
+    if not token:
+        return None
+    row = db.session.execute(select(UserSession).where(
+        UserSession.token_hash == token_hash(token))).scalar_one_or_none()
+    if row is None or row.ended_at is not None or row.user_id != user_id:
+        return None
+    now = utcnow()
+    config = current_app.config
+    expired = None
+    if now - row.last_seen_at > config["SESSION_IDLE_TIMEOUT"]:
+        expired = "idle"
+    elif now - row.created_at > config["SESSION_ABSOLUTE_TIMEOUT"]:
+        expired = "absolute"
+    elif row.user.is_disabled:
+        expired = "disabled"
+    if expired:
+        _write_now(update(UserSession).where(UserSession.id == row.id)
+                   .values(ended_at=now, end_reason=expired))
+        return None
+    if now - row.last_seen_at > LAST_SEEN_RESOLUTION:
+        _write_now(update(UserSession).where(UserSession.id == row.id).values(last_seen_at=now))
+    return Principal(user=row.user, session_row=row, clinic_id=row.clinic_id,
+                     roles=roles_at(row.user, row.clinic_id))
+
+
+def switch_clinic(principal: Principal, clinic_id: str) -> bool:
+    if clinic_id not in clinics_of(principal.user) or principal.session_row is None:
+        return False
+    principal.session_row.clinic_id = clinic_id
+    return True
+
+
+def _write_now(statement) -> None:
+    # Session bookkeeping commits on its own, whatever the request does after.
+    token = set_write_intent(True)
+    try:
+        with db.engine.begin() as conn:
+            conn.execute(statement)
+    finally:
+        reset_write_intent(token)

@@ -1,0 +1,51 @@
+"""Turn a form post into a mutation and apply it: the form side of the one write path."""
+from __future__ import annotations
+
+from flask import g, request
+from flask_login import current_user
+
+from app.domain.ids import derived_id, is_uuid, new_id
+from app.extensions import db
+from app.services.apply import apply
+from app.services.results import Mutation, Result
+from app.web import auditing
+
+
+def form_mid(name: str = "") -> str:
+    """The form's hidden mid makes a double-tap or resubmit a duplicate, not a second write."""
+    mid = request.form.get("mid", "")
+    if not is_uuid(mid):
+        mid = new_id()
+    return derived_id(mid, name) if name else mid
+
+
+def submit(type_name: str, entity: str, entity_id: str, data: dict, *, mid: str | None = None,
+           base_version: int | None = None, base: dict | None = None,
+           patient_id: str | None = None) -> Result:
+    return submit_many([Mutation(mid=mid or form_mid(), type=type_name, entity=entity,
+                                 entity_id=entity_id, data=data, base_version=base_version,
+                                 base=base)], patient_id=patient_id)[0]
+
+
+def submit_many(mutations: list[Mutation], patient_id: str | None = None) -> list[Result]:
+    """All of a form's mutations commit together, or none (a rejected one is not written)."""
+    actor = current_user.actor(request_id=g.get("request_id"))
+    results = [apply(m, actor, source="web") for m in mutations]
+    failed = [r for r in results if r.status == "rejected"]
+    if failed:
+        db.session.rollback()
+    entries = [auditing.entry(
+        f"mutation.{m.type}", outcome=r.status, patient_id=patient_id or _patient_of(m, r),
+        detail={"mid": m.mid, "entity": m.entity, "entity_id": m.entity_id,
+                "error": (r.error or {}).get("code")}) for m, r in zip(mutations, results)]
+    auditing.audit.append(entries)  # raises: then nothing is committed
+    if not failed:
+        db.session.commit()
+    return results
+
+
+def _patient_of(mutation: Mutation, result: Result) -> str | None:
+    if mutation.entity == "patient":
+        return mutation.entity_id
+    record = result.record or {}
+    return record.get("patient_id") or mutation.data.get("patient_id")

@@ -1,0 +1,60 @@
+"""Helpers shared by the browser tests."""
+
+from __future__ import annotations
+
+import time
+from urllib.parse import urlparse
+
+import pyotp
+
+TOTP_STEP_S = 30
+# The server accepts each TOTP code once per user, so remember the last time step
+# used for each secret and never present the same step twice.
+_last_totp_step: dict[str, int] = {}
+
+
+def fresh_totp(secret: str) -> str:
+    """A TOTP code for `secret` from a time step not used before in this process.
+
+    Waits for the next 30-second step when the current one was already used, or
+    when it is about to end (a code typed in the last instant could expire on arrival).
+    """
+    while True:
+        now = time.time()
+        step = int(now // TOTP_STEP_S)
+        left = (step + 1) * TOTP_STEP_S - now
+        if _last_totp_step.get(secret, -1) >= step or left < 1.5:
+            time.sleep(left + 0.05)
+            continue
+        _last_totp_step[secret] = step
+        return pyotp.TOTP(secret).at(step * TOTP_STEP_S)
+
+
+def _path(url: str) -> str:
+    return urlparse(url).path.rstrip("/") or "/"
+
+
+def _submit(page, field_selector: str) -> None:
+    # Click the submit button of the form that holds the field, not any other form's.
+    form = page.locator(field_selector).locator("xpath=ancestor::form[1]")
+    form.locator("button[type=submit]").first.click()
+
+
+def sign_in(page, live_server, user: dict) -> None:
+    """Sign `user` in with password and TOTP; returns once the browser has left /login."""
+    page.goto(live_server.url + "/login")
+    page.fill("input[name=username]", user["username"])
+    page.fill("input[name=password]", user["password"])
+    _submit(page, "input[name=username]")
+
+    code_field = page.locator("input[name=code]")
+    code_field.wait_for(state="visible")
+    totp_path = _path(page.url)
+    code_field.fill(fresh_totp(user["totp_secret"]))
+    _submit(page, "input[name=code]")
+
+    def signed_in(url: str) -> bool:
+        path = _path(url)
+        return path != totp_path and path != "/login" and not path.startswith("/login/")
+
+    page.wait_for_url(signed_in)
