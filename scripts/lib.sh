@@ -40,7 +40,11 @@ ensure_venv() {
   stamp=".venv/.installed-$(sha256sum pyproject.toml | cut -d' ' -f1)"
   if [ ! -f "$stamp" ]; then
     log "installing Python dependencies…"
-    .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+    # Build-backend warnings get through -q; keep the output for when it fails.
+    if ! .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]' >.venv/pip-install.log 2>&1; then
+      tail -n 40 .venv/pip-install.log >&2
+      die "pip install failed (full output in .venv/pip-install.log)"
+    fi
     rm -f .venv/.installed-*
     touch "$stamp"
   fi

@@ -59,7 +59,8 @@ def audit_get():
     events = [{"id": e.id, "at": to_json_value(e.at), "username": e.username, "role": e.role,
                "clinic_id": e.clinic_id, "patient_id": e.patient_id, "action": e.action,
                "outcome": e.outcome, "device": e.device, "request_id": e.request_id,
-               "detail": e.detail} for e in rows[:AUDIT_PAGE_SIZE]]
+               "detail_items": [f"{k}={v}" for k, v in sorted((e.detail or {}).items())]}
+              for e in rows[:AUDIT_PAGE_SIZE]]
     auditing.record("audit.view", detail={"filters": filters})
     return render("admin/audit.html", {"filters": filters, "events": events,
                                        "next_before": events[-1]["id"] if len(rows) > AUDIT_PAGE_SIZE else None},
