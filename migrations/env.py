@@ -19,12 +19,8 @@ logger = logging.getLogger('alembic.env')
 
 
 def get_engine(bind_key=None):
-    try:
-        # this works with Flask-SQLAlchemy<3 and Alchemical
-        return current_app.extensions['migrate'].db.get_engine(bind=bind_key)
-    except (TypeError, AttributeError):
-        # this works with Flask-SQLAlchemy>=3
-        return current_app.extensions['migrate'].db.engines.get(bind_key)
+    db = current_app.extensions['migrate'].db
+    return db.engines[bind_key]
 
 
 def get_engine_url(bind_key=None):
