@@ -126,6 +126,14 @@ def app(database_urls, app_overrides):
     main_url, audit_url = database_urls
     application = create_app({**BASE_OVERRIDES, "SQLALCHEMY_DATABASE_URI": main_url,
                               "SQLALCHEMY_BINDS": {"audit": audit_url}, **app_overrides})
+    @application.before_request
+    def _forget_cached_user():
+        # The fixture keeps one app context open for the test body, and requests reuse it;
+        # in production every request has a fresh `g`. Without this, flask-login's cached
+        # user would leak from one request (or one signed-in client) into the next.
+        from flask import g
+        g.pop("_login_user", None)
+
     with application.app_context():
         yield application
         db.session.remove()

@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from functools import wraps
 
-from flask import Blueprint, request
+from flask import Blueprint, abort, flash, redirect, request, session
 from flask_login import current_user
 from sqlalchemy import select
 
@@ -11,8 +12,9 @@ from app.domain import roles as r
 from app.extensions import db
 from app.models import AuditEvent
 from app.models.records import to_json_value
-from app.web import auditing
-from app.web.access import _requires, audit_viewer_required
+from app.services import admin as svc
+from app.web import auditing, sessions
+from app.web.access import _requires, admin_required, audit_viewer_required
 from app.web.rendering import render
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")

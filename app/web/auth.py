@@ -141,9 +141,9 @@ def login_setup_post():
 def _complete_sign_in(user: User):
     next_url = session.get("pending_mfa", {}).get("next", "/")
     accounts.note_success(user)
-    sessions.start(user)
-    login_user(sessions.Principal(user=user, session_row=None, clinic_id=None,
-                                  roles=frozenset()))
+    clinic_id = sessions.start(user)
+    login_user(sessions.Principal(user=user, session_row=None, clinic_id=clinic_id,
+                                  roles=sessions.roles_at(user, clinic_id)))
     auditing.audit.append([auditing.audit.AuditEntry(
         action="sign_in", outcome="success", user_id=user.id, username=user.username,
         detail={"ip": request.remote_addr})])

@@ -17,7 +17,7 @@ from app.web import auditing
 from app.web.access import clinical_required
 from app.web.forms import errors_of, flash_result, pick, text, visible_patient_or_404
 from app.web.rendering import render
-from app.web.submit import form_mid, submit
+from app.web.submit import form_mid, replayed, submit
 
 bp = Blueprint("patients", __name__)
 DEMOGRAPHIC_FORM_FIELDS = ("given_name", "family_name", "sex", "birth_date", "phone", "address")
@@ -75,6 +75,9 @@ def patients_new_post():
                                 "value": text("identifier_value")}]
     values = {**data, "identifier_system": text("identifier_system"),
               "identifier_value": text("identifier_value")}
+    earlier = replayed(form_mid())
+    if earlier is not None and earlier.ok:
+        return redirect(f"/patients/{earlier.entity_id}", code=303)
     if request.form.get("confirm_new") != "yes":
         duplicates = likely_duplicates(data)
         if duplicates:

@@ -56,8 +56,10 @@ def clinics_of(user: User) -> list[str]:
     return list(dict.fromkeys(rows))
 
 
-def start(user: User) -> None:
-    """A fresh session on every sign-in: the old cookie's token is never reused."""
+def start(user: User) -> str | None:
+    """A fresh session on every sign-in: the old cookie's token is never reused.
+
+    Returns the clinic the session starts in (the user's first)."""
     session.clear()
     token = secrets.token_urlsafe(32)
     clinics = clinics_of(user)
@@ -66,6 +68,7 @@ def start(user: User) -> None:
                                user_agent=(request.user_agent.string or "")[:300]))
     session["sid"] = token
     session.permanent = True
+    return clinics[0] if clinics else None
 
 
 def end(reason: str) -> None:
