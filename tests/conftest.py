@@ -133,6 +133,8 @@ def app(database_urls, app_overrides):
         # user would leak from one request (or one signed-in client) into the next.
         from flask import g
         g.pop("_login_user", None)
+        # Likewise the database session: a request starts with no transaction of the test's open.
+        db.session.rollback()
 
     with application.app_context():
         yield application

@@ -117,6 +117,7 @@ class Note(VersionedEntity, db.Model):
     signed_by: Mapped[str | None] = mapped_column(ForeignKey("user.id"))
     signed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
+    patient: Mapped[Patient] = relationship(viewonly=True)
     addenda: Mapped[list[NoteAddendum]] = relationship(order_by="NoteAddendum.created_at",
                                                        viewonly=True)
 

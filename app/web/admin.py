@@ -6,11 +6,11 @@ from functools import wraps
 
 from flask import Blueprint, abort, flash, redirect, request, session
 from flask_login import current_user
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 
 from app.domain import roles as r
 from app.extensions import db
-from app.models import AuditEvent
+from app.models import AuditEvent, Clinic, User
 from app.models.records import to_json_value
 from app.services import admin as svc
 from app.web import auditing, sessions
@@ -52,14 +52,29 @@ def audit_get():
         query = query.where(AuditEvent.at >= start)
     if filters["to"] and (stop := _parse_day(filters["to"], end=True)):
         query = query.where(AuditEvent.at <= stop)
-    if not r.ORG_ADMIN in current_user.roles:
+    if r.ORG_ADMIN in current_user.roles:
+        # Their whole organization, never another one's: the audit database holds every
+        # organization's events (a demo organization can share a deployment).
+        org_id = current_user.user.organization_id
+        clinic_ids = db.session.execute(select(Clinic.id).where(
+            Clinic.organization_id == org_id)).scalars().all()
+        user_ids = db.session.execute(select(User.id).where(
+            User.organization_id == org_id)).scalars().all()
+        query = query.where(or_(AuditEvent.clinic_id.in_(clinic_ids),
+                                and_(AuditEvent.clinic_id.is_(None),
+                                     AuditEvent.user_id.in_(user_ids))))
+    else:
         query = query.where(AuditEvent.clinic_id == current_user.clinic_id)
     before = request.args.get("before", type=int)
     if before:
         query = query.where(AuditEvent.id < before)
-    rows = db.session.execute(query.limit(AUDIT_PAGE_SIZE + 1)).scalars().all()
+    # A short read of its own: on SQLite every audit-database transaction takes the write
+    # lock, so reading through db.session would hold it while record() below waits for it.
+    with db.engines["audit"].connect() as conn:
+        rows = conn.execute(query.limit(AUDIT_PAGE_SIZE + 1)).all()
     events = [{"id": e.id, "at": to_json_value(e.at), "username": e.username, "role": e.role,
-               "clinic_id": e.clinic_id, "patient_id": e.patient_id, "action": e.action,
+               "clinic_id": e.clinic_id, "patient_id": e.patient_id,
+               "patient_short": (e.patient_id or "")[:8], "action": e.action,
                "outcome": e.outcome, "device": e.device, "request_id": e.request_id,
                "detail_items": [f"{k}={v}" for k, v in sorted((e.detail or {}).items())]}
               for e in rows[:AUDIT_PAGE_SIZE]]
@@ -67,3 +82,316 @@ def audit_get():
     return render("admin/audit.html", {"filters": filters, "events": events,
                                        "next_before": events[-1]["id"] if len(rows) > AUDIT_PAGE_SIZE else None},
                   fragment="admin/_audit_rows.html")
+
+
+# --- Users, roles, clinics and teams -------------------------------------------------------
+# Views parse the form, call app.services.admin (which checks the scope rules), audit,
+# commit and render. Every action leaves an audit event, including refused ones.
+
+ONCE_KEY = "admin_password_once"  # a temporary password, shown on the next page only
+USER_FIELDS = ("username", "display_name", "clinic_id", "role", "team_id")
+MEMBERSHIP_FIELDS = ("clinic_id", "role", "team_id")
+FORM_LIMIT = 300  # longer than any field accepts: validation names the problem
+
+
+def _form(*names: str) -> dict:
+    return {name: request.form.get(name, "").strip()[:FORM_LIMIT] for name in names}
+
+
+def _scope() -> svc.Scope:
+    scope = svc.scope_for(current_user.user.id, current_user.user.organization_id,
+                          current_user.clinic_id, current_user.roles)
+    if scope is None:
+        abort(403)
+    return scope
+
+
+def _refusals(action: str):
+    """NotFound answers 404 and Forbidden 403, each audited as a denied attempt."""
+    def decorator(view):
+        @wraps(view)
+        def wrapped(**kwargs):
+            try:
+                return view(**kwargs)
+            except (svc.NotFound, svc.Forbidden) as exc:
+                db.session.rollback()
+                forbidden = isinstance(exc, svc.Forbidden)
+                asked = {name: str(value)[:80] for name, value in kwargs.items()}
+                auditing.record(action, outcome="denied",
+                                detail={"reason": str(exc) if forbidden else "not_found", **asked})
+                abort(403 if forbidden else 404)
+        return wrapped
+    return decorator
+
+
+def _rejected(action: str, exc: svc.Invalid, detail: dict) -> None:
+    db.session.rollback()
+    auditing.record(action, outcome="rejected", detail={**detail, "problems": exc.errors})
+
+
+def _show_once(user_id: str, password: str) -> None:
+    session[ONCE_KEY] = {"user_id": user_id, "password": password}
+
+
+def _take_once(user_id: str) -> str | None:
+    shown = session.pop(ONCE_KEY, None)
+    return shown["password"] if shown and shown.get("user_id") == user_id else None
+
+
+def _user_form(scope: svc.Scope, values: dict, errors: dict, status: int = 200):
+    options = svc.form_options(scope)
+    if not values.get("clinic_id") and len(options["clinic_options"]) == 1:
+        values = {**values, "clinic_id": options["clinic_options"][0]["value"]}
+    return render("admin/user_new.html", {"values": values, "errors": errors, **options},
+                  status=status)
+
+
+def _user_page(scope: svc.Scope, user, errors: dict | None = None, values: dict | None = None,
+               status: int = 200, membership_id: str | None = None, password: str | None = None):
+    person = svc.user_detail(scope, user)
+    errors = dict(errors or {})
+    if membership_id and "membership" in errors:
+        for m in person["memberships"]:
+            if m["id"] == membership_id:
+                m["error"] = errors.pop("membership")
+    values = dict(values or {})
+    options = svc.form_options(scope)
+    if not values.get("clinic_id") and len(options["clinic_options"]) == 1:
+        values["clinic_id"] = options["clinic_options"][0]["value"]
+    return render("admin/user.html", {"person": person, "errors": errors, "values": values,
+                                      "temporary_password": password, **options}, status=status)
+
+
+def _clinics_page(scope: svc.Scope, errors: dict | None = None, values: dict | None = None,
+                  team_clinic_id: str | None = None, status: int = 200):
+    clinics = svc.list_clinics(scope)
+    errors = dict(errors or {})
+    values = dict(values or {})
+    if team_clinic_id:
+        for c in clinics:
+            if c["id"] == team_clinic_id:
+                c["team_error"] = errors.pop("name", None)
+                c["team_value"] = values.pop("team_name", "")
+    return render("admin/clinics.html", {"clinics": clinics,
+                                         "can_create_clinic": svc.may_create_clinic(scope),
+                                         "errors": errors, "values": values}, status=status)
+
+
+def _user_ref(user) -> dict:
+    return {"user_id": user.id, "username": user.username}
+
+
+@bp.get("/users")
+@admin_required
+def users_get():
+    scope = _scope()
+    users = svc.list_users(scope)
+    auditing.record("admin.user.list", detail={"count": len(users)})
+    return render("admin/users.html", {"users": users})
+
+
+@bp.get("/users/new")
+@admin_required
+def users_new_get():
+    return _user_form(_scope(), {}, {})
+
+
+@bp.post("/users")
+@admin_required
+@_refusals("admin.user.create")
+def users_post():
+    scope = _scope()
+    values = _form(*USER_FIELDS)
+    try:
+        user, password = svc.create_user(scope, **values)
+    except svc.Invalid as exc:
+        _rejected("admin.user.create", exc, {"username": values["username"][:80]})
+        return _user_form(scope, values, exc.errors, status=422)
+    auditing.record("admin.user.create", detail={
+        **_user_ref(user), "clinic_id": values["clinic_id"], "role": values["role"],
+        "team_id": values["team_id"] or None})
+    db.session.commit()
+    _show_once(user.id, password)
+    flash(f"The account for {user.display_name} is ready. Give them the temporary password "
+          "below.", "success")
+    return redirect(f"/admin/users/{user.id}", code=303)
+
+
+@bp.get("/users/<user_id>")
+@admin_required
+@_refusals("admin.user.read")
+def user_get(user_id: str):
+    scope = _scope()
+    user = svc.get_user(scope, user_id)
+    password = _take_once(user.id)
+    auditing.record("admin.user.read", detail=_user_ref(user))
+    return _user_page(scope, user, password=password)
+
+
+@bp.post("/users/<user_id>/disable")
+@admin_required
+@_refusals("admin.user.disable")
+def user_disable_post(user_id: str):
+    scope = _scope()
+    user = svc.get_user(scope, user_id)
+    try:
+        changed = svc.disable_user(scope, user)
+    except svc.Invalid as exc:
+        _rejected("admin.user.disable", exc, _user_ref(user))
+        return _user_page(scope, user, exc.errors, status=422)
+    ended = sessions.end_all_for(user.id, "disabled")
+    auditing.record("admin.user.disable", detail={**_user_ref(user), "changed": changed,
+                                                  "sessions_ended": ended})
+    db.session.commit()
+    if changed:
+        flash(f"{user.display_name} is disabled and was signed out everywhere. They cannot "
+              "sign in until an administrator enables the account again.", "success")
+    else:
+        flash(f"{user.display_name} was already disabled. Nothing changed.", "info")
+    return redirect(f"/admin/users/{user.id}", code=303)
+
+
+@bp.post("/users/<user_id>/enable")
+@admin_required
+@_refusals("admin.user.enable")
+def user_enable_post(user_id: str):
+    scope = _scope()
+    user = svc.get_user(scope, user_id)
+    changed = svc.enable_user(scope, user)
+    auditing.record("admin.user.enable", detail={**_user_ref(user), "changed": changed})
+    db.session.commit()
+    if changed:
+        flash(f"{user.display_name} is enabled and can sign in again.", "success")
+    else:
+        flash(f"{user.display_name} was already enabled. Nothing changed.", "info")
+    return redirect(f"/admin/users/{user.id}", code=303)
+
+
+@bp.post("/users/<user_id>/reset-mfa")
+@admin_required
+@_refusals("admin.user.reset_mfa")
+def user_reset_mfa_post(user_id: str):
+    scope = _scope()
+    user = svc.get_user(scope, user_id)
+    try:
+        svc.reset_mfa(scope, user)
+    except svc.Invalid as exc:
+        _rejected("admin.user.reset_mfa", exc, _user_ref(user))
+        return _user_page(scope, user, exc.errors, status=422)
+    ended = sessions.end_all_for(user.id, "mfa_reset")
+    auditing.record("admin.user.reset_mfa", detail={**_user_ref(user), "sessions_ended": ended})
+    db.session.commit()
+    flash(f"The code app for {user.display_name} was reset and they were signed out. At their "
+          "next sign-in they will be asked to set up a code app again.", "success")
+    return redirect(f"/admin/users/{user.id}", code=303)
+
+
+@bp.post("/users/<user_id>/password")
+@admin_required
+@_refusals("admin.user.password_reset")
+def user_password_post(user_id: str):
+    scope = _scope()
+    user = svc.get_user(scope, user_id)
+    try:
+        password = svc.reset_password(scope, user)
+    except svc.Invalid as exc:
+        _rejected("admin.user.password_reset", exc, _user_ref(user))
+        return _user_page(scope, user, exc.errors, status=422)
+    ended = sessions.end_all_for(user.id, "password_reset")
+    auditing.record("admin.user.password_reset", detail={**_user_ref(user),
+                                                         "sessions_ended": ended})
+    db.session.commit()
+    _show_once(user.id, password)
+    flash(f"{user.display_name} has a new temporary password and was signed out. Their old "
+          "password no longer works.", "success")
+    return redirect(f"/admin/users/{user.id}", code=303)
+
+
+@bp.post("/users/<user_id>/memberships")
+@admin_required
+@_refusals("admin.membership.add")
+def user_memberships_post(user_id: str):
+    scope = _scope()
+    user = svc.get_user(scope, user_id)
+    values = _form(*MEMBERSHIP_FIELDS)
+    try:
+        membership = svc.add_membership(scope, user, **values)
+    except svc.Invalid as exc:
+        _rejected("admin.membership.add", exc, {**_user_ref(user), **values})
+        return _user_page(scope, user, exc.errors, values, status=422)
+    auditing.record("admin.membership.add", detail={
+        **_user_ref(user), "membership_id": membership.id, "clinic_id": membership.clinic_id,
+        "role": membership.role, "team_id": membership.team_id})
+    db.session.commit()
+    flash(f"{user.display_name} is now {r.ROLE_LABELS[membership.role]} at "
+          f"{membership.clinic.name}.", "success")
+    return redirect(f"/admin/users/{user.id}", code=303)
+
+
+@bp.post("/memberships/<membership_id>/delete")
+@admin_required
+@_refusals("admin.membership.remove")
+def membership_delete_post(membership_id: str):
+    scope = _scope()
+    membership = svc.get_membership(scope, membership_id)
+    user = svc.get_user(scope, membership.user_id)
+    described = {**_user_ref(user), "membership_id": membership.id,
+                 "clinic_id": membership.clinic_id, "role": membership.role}
+    role_label, clinic_name = r.ROLE_LABELS.get(membership.role, membership.role), membership.clinic.name
+    try:
+        svc.remove_membership(scope, membership)
+    except svc.Invalid as exc:
+        _rejected("admin.membership.remove", exc, described)
+        return _user_page(scope, user, exc.errors, status=422, membership_id=membership_id)
+    auditing.record("admin.membership.remove", detail=described)
+    db.session.commit()
+    flash(f"{user.display_name} is no longer {role_label} at {clinic_name}.", "success")
+    return redirect(f"/admin/users/{user.id}", code=303)
+
+
+@bp.get("/clinics")
+@admin_required
+def clinics_get():
+    scope = _scope()
+    page = _clinics_page(scope)
+    auditing.record("admin.clinic.list")
+    return page
+
+
+@bp.post("/clinics")
+@admin_required
+@_refusals("admin.clinic.create")
+def clinics_post():
+    scope = _scope()
+    values = _form("name", "code")
+    try:
+        clinic = svc.create_clinic(scope, **values)
+    except svc.Invalid as exc:
+        _rejected("admin.clinic.create", exc, values)
+        return _clinics_page(scope, exc.errors, values, status=422)
+    auditing.record("admin.clinic.create", detail={"clinic_id": clinic.id, "name": clinic.name,
+                                                   "code": clinic.code})
+    db.session.commit()
+    flash(f"{clinic.name} ({clinic.code}) is created. Add its teams, then give people roles "
+          "there from their page under Users.", "success")
+    return redirect("/admin/clinics", code=303)
+
+
+@bp.post("/clinics/<clinic_id>/teams")
+@admin_required
+@_refusals("admin.team.create")
+def clinic_teams_post(clinic_id: str):
+    scope = _scope()
+    clinic = svc.get_clinic(scope, clinic_id)
+    name = _form("name")["name"]
+    try:
+        team = svc.create_team(scope, clinic, name)
+    except svc.Invalid as exc:
+        _rejected("admin.team.create", exc, {"clinic_id": clinic.id, "name": name[:200]})
+        return _clinics_page(scope, exc.errors, {"team_name": name}, team_clinic_id=clinic.id,
+                             status=422)
+    auditing.record("admin.team.create", detail={"clinic_id": clinic.id, "team_id": team.id,
+                                                 "name": team.name})
+    db.session.commit()
+    flash(f"The team {team.name} is added to {clinic.name}.", "success")
+    return redirect("/admin/clinics", code=303)

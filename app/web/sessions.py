@@ -4,12 +4,12 @@ from __future__ import annotations
 import hashlib
 import secrets
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import timedelta, timezone
 
 from flask import current_app, request, session
 from sqlalchemy import select, update
 
-from app.database import set_write_intent, reset_write_intent
+from app.database import read_only_intent, reset_write_intent, set_write_intent
 from app.domain.ids import new_id
 from app.extensions import db
 from app.models import Membership, User, UserSession
@@ -88,30 +88,47 @@ def end_all_for(user_id: str, reason: str) -> int:
 
 
 def load(user_id: str) -> Principal | None:
+    """The signed-in principal, or None if the session ended, expired or the user was disabled.
+
+    The session row is checked and touched on short connections of its own, before the
+    request's transaction starts: on SQLite a POST's transaction holds the write lock, and a
+    second connection writing while it is open would wait for it.
+    """
     token = session.get("sid")
     if not token:
         return None
-    row = db.session.execute(select(UserSession).where(
-        UserSession.token_hash == token_hash(token))).scalar_one_or_none()
+    with read_only_intent(), db.engine.connect() as conn:
+        row = conn.execute(
+            select(UserSession.id, UserSession.user_id, UserSession.ended_at,
+                   UserSession.created_at, UserSession.last_seen_at, User.disabled_at)
+            .join(User, User.id == UserSession.user_id)
+            .where(UserSession.token_hash == token_hash(token))).first()
     if row is None or row.ended_at is not None or row.user_id != user_id:
         return None
     now = utcnow()
     config = current_app.config
+    last_seen, created = _aware(row.last_seen_at), _aware(row.created_at)
     expired = None
-    if now - row.last_seen_at > config["SESSION_IDLE_TIMEOUT"]:
+    if now - last_seen > config["SESSION_IDLE_TIMEOUT"]:
         expired = "idle"
-    elif now - row.created_at > config["SESSION_ABSOLUTE_TIMEOUT"]:
+    elif now - created > config["SESSION_ABSOLUTE_TIMEOUT"]:
         expired = "absolute"
-    elif row.user.is_disabled:
+    elif row.disabled_at is not None:
         expired = "disabled"
     if expired:
         _write_now(update(UserSession).where(UserSession.id == row.id)
                    .values(ended_at=now, end_reason=expired))
         return None
-    if now - row.last_seen_at > LAST_SEEN_RESOLUTION:
+    if now - last_seen > LAST_SEEN_RESOLUTION:
         _write_now(update(UserSession).where(UserSession.id == row.id).values(last_seen_at=now))
-    return Principal(user=row.user, session_row=row, clinic_id=row.clinic_id,
-                     roles=roles_at(row.user, row.clinic_id))
+    session_row = db.session.get(UserSession, row.id)
+    return Principal(user=session_row.user, session_row=session_row, clinic_id=session_row.clinic_id,
+                     roles=roles_at(session_row.user, session_row.clinic_id))
+
+
+def _aware(moment):
+    # Core queries bypass the ORM column type on some drivers; treat stored times as UTC.
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
 def switch_clinic(principal: Principal, clinic_id: str) -> bool:

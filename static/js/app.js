@@ -3,6 +3,16 @@
 // switcher, the signature pad and the device's time zone on appointment forms.
 // Kept free of inline handlers so a strict Content-Security-Policy can forbid them.
 
+// Forms answer 422/409 with the page showing what to correct; htmx 2 would drop those.
+document.addEventListener("DOMContentLoaded", () => {
+  if (!window.htmx) return;
+  window.htmx.config.responseHandling = [
+    { code: "204", swap: false },
+    { code: "[23]..", swap: true },
+    { code: "[45]..", swap: true, error: true },
+  ];
+});
+
 document.addEventListener("htmx:configRequest", (event) => {
   const meta = document.querySelector('meta[name="csrf-token"]');
   if (meta) /** @type {CustomEvent} */ (event).detail.headers["X-CSRFToken"] = meta.getAttribute("content");

@@ -1,0 +1,250 @@
+"""The audit log: every read and write of a chart is recorded before it is answered, the
+hash chain shows any edit, deletion or insertion, the database refuses changes, and when
+the log cannot be written nothing is shown or changed."""
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy import delete, func, insert, select, update
+
+from app.domain import roles as r
+from app.extensions import db
+from app.models import (AuditEvent, ChangeLog, EntityHistory, MutationResult, Note, Observation,
+                        Patient)
+from app.models.types import utcnow
+from app.services import audit
+
+pytestmark = pytest.mark.postgres
+
+EVENTS = AuditEvent.__table__
+PATIENT = {"given_name": "Zawadi", "family_name": "Wanjiru", "phone": "0733 456 789",
+           "address": "Mango Street 12"}
+
+
+def audit_rows() -> list[dict]:
+    """The log as stored, read on a short connection of its own (on SQLite any audit
+    transaction holds the write lock, which the app needs for its next entry)."""
+    with db.engines["audit"].connect() as conn:
+        return [dict(row) for row in conn.execute(select(EVENTS).order_by(EVENTS.c.id)).mappings()]
+
+
+def on_audit_db(*statements) -> None:
+    with db.engines["audit"].begin() as conn:
+        for statement in statements:
+            conn.execute(sa.text(statement) if isinstance(statement, str) else statement)
+
+
+def disable_triggers() -> None:
+    if db.engines["audit"].dialect.name == "postgresql":
+        on_audit_db("ALTER TABLE audit_event DISABLE TRIGGER USER")
+    else:
+        on_audit_db("DROP TRIGGER audit_event_no_update", "DROP TRIGGER audit_event_no_delete")
+
+
+def verify_cli(app):
+    return app.test_cli_runner().invoke(args=["audit", "verify"])
+
+
+def count(model) -> int:
+    db.session.rollback()
+    return db.session.scalar(select(func.count()).select_from(model))
+
+
+@pytest.fixture
+def patient_id(world, register) -> str:
+    return register(world.actor(r.REGISTRATION_CLERK), **PATIENT)
+
+
+@pytest.fixture
+def some_history(app, world, patient_id, client_for) -> list[dict]:
+    """A few people at work: reads, a write, a search. Returns the log it leaves."""
+    nurse = client_for(world.user(r.NURSE, "A"))
+    clinician = client_for(world.user(r.CLINICIAN, "A"))
+    assert nurse.get(f"/patients/{patient_id}").status_code == 200
+    assert nurse.post(f"/patients/{patient_id}/vitals", data={"heart_rate": "72"}).status_code == 303
+    assert clinician.get("/patients?q=Wanjiru").status_code == 200
+    assert clinician.get(f"/patients/{patient_id}").status_code == 200
+    assert clinician.get(f"/patients/{patient_id}/notes").status_code == 200
+    rows = audit_rows()
+    assert len(rows) >= 5
+    return rows
+
+
+# --- What is recorded ------------------------------------------------------------------------
+
+def test_reading_a_chart_records_who_where_whom_and_what(app, world, patient_id, client_for):
+    clinician = world.user(r.CLINICIAN, "A")
+    response = client_for(clinician).get(f"/patients/{patient_id}")
+    assert response.status_code == 200
+    [event] = [e for e in audit_rows() if e["action"] == "patient.read"]
+    assert event["user_id"] == clinician.id and event["username"] == clinician.username
+    assert event["role"] == r.CLINICIAN
+    assert event["clinic_id"] == world.clinics["A"].id
+    assert event["patient_id"] == patient_id
+    assert event["outcome"] == "success"
+    assert event["request_id"] == response.headers["X-Request-ID"]
+
+
+def test_writing_through_a_form_records_the_write(app, world, patient_id, client_for):
+    nurse = world.user(r.NURSE, "A")
+    response = client_for(nurse).post(f"/patients/{patient_id}/notes", data={"text": "Seen."})
+    assert response.status_code == 303
+    note_id = db.session.execute(select(Note.id)).scalar_one()
+    db.session.rollback()
+    [event] = [e for e in audit_rows() if e["action"] == "mutation.note.write"]
+    assert (event["user_id"], event["role"], event["clinic_id"], event["patient_id"]) == (
+        nurse.id, r.NURSE, world.clinics["A"].id, patient_id)
+    assert event["outcome"] == "applied"
+    assert event["detail"]["entity"] == "note" and event["detail"]["entity_id"] == note_id
+
+
+def test_a_refused_write_is_recorded_as_refused(app, world, patient_id, client_for):
+    pharmacist = world.user(r.PHARMACIST, "A")
+    response = client_for(pharmacist).post(f"/patients/{patient_id}/vitals",
+                                           data={"heart_rate": "72"})
+    assert response.status_code == 422
+    [event] = [e for e in audit_rows() if e["action"] == "mutation.observation.record"]
+    assert (event["outcome"], event["role"], event["patient_id"]) == (
+        "rejected", r.PHARMACIST, patient_id)
+    assert event["detail"]["error"] == "forbidden"
+
+
+def test_failed_sign_in_is_recorded(app, world):
+    nurse = world.user(r.NURSE, "A")
+    app.test_client().post("/login", data={"username": nurse.username, "password": "guess"})
+    [event] = [e for e in audit_rows() if e["action"] == "sign_in"]
+    assert (event["outcome"], event["user_id"], event["detail"]["reason"]) == (
+        "denied", nurse.id, "bad_credentials")
+
+
+# --- The chain -------------------------------------------------------------------------------
+
+def test_verify_reports_an_intact_chain(app, some_history):
+    result = verify_cli(app)
+    assert result.exit_code == 0, result.output
+    assert f"Audit chain intact: {len(some_history)} rows checked." in result.output
+
+
+def test_verify_names_an_edited_row(app, some_history):
+    target = some_history[2]["id"]
+    disable_triggers()
+    on_audit_db(update(EVENTS).where(EVENTS.c.id == target).values(detail={"q": "nothing"}))
+    result = verify_cli(app)
+    assert result.exit_code != 0
+    assert f"Audit chain broken at row {target}:" in result.output
+    assert "edited" in result.output
+    assert audit.verify().first_bad_id == target
+
+
+def test_verify_names_a_deleted_row(app, some_history):
+    target = some_history[1]["id"]
+    disable_triggers()
+    on_audit_db(delete(EVENTS).where(EVENTS.c.id == target))
+    result = verify_cli(app)
+    assert result.exit_code != 0
+    assert f"Audit chain broken at row {target}:" in result.output and "deleted" in result.output
+    assert audit.verify().first_bad_id == target
+
+
+def test_verify_names_a_forged_row(app, some_history):
+    last = some_history[-1]
+    forged = {**last, "id": last["id"] + 1, "username": "someone.else", "prev_hash": last["hash"],
+              "hash": "f" * 64}
+    on_audit_db(insert(EVENTS).values(**forged))  # appending needs no trigger to be disabled
+    result = verify_cli(app)
+    assert result.exit_code != 0
+    assert f"Audit chain broken at row {forged['id']}:" in result.output
+    assert audit.verify().first_bad_id == forged["id"]
+
+
+def test_verify_names_a_replaced_row_even_with_a_recomputed_hash(app, some_history):
+    """Rewriting a row and its own hash still breaks the link to the row after it."""
+    target = some_history[1]
+    changed = {**target, "action": "patient.search", "patient_id": None}
+    changed["hash"] = audit.chain_hash(target["prev_hash"], changed)
+    disable_triggers()
+    on_audit_db(update(EVENTS).where(EVENTS.c.id == target["id"]).values(
+        action=changed["action"], patient_id=None, hash=changed["hash"]))
+    report = audit.verify()
+    assert not report.ok and report.first_bad_id == target["id"] + 1
+
+
+def test_new_entries_after_a_verified_chain_keep_it_intact(app, some_history, world, client_for,
+                                                         patient_id):
+    assert verify_cli(app).exit_code == 0
+    client_for(world.user(r.LAB, "A")).get(f"/patients/{patient_id}")
+    result = verify_cli(app)
+    assert result.exit_code == 0 and f"{len(some_history) + 1} rows checked" in result.output
+
+
+# --- The database refuses changes ----------------------------------------------------------
+
+@pytest.mark.parametrize("change", [
+    update(EVENTS).where(EVENTS.c.id == 1).values(outcome="denied"),
+    delete(EVENTS).where(EVENTS.c.id == 1),
+    delete(EVENTS),
+], ids=["update", "delete", "delete-all"])
+def test_the_database_refuses_to_change_the_log(app, some_history, change):
+    with pytest.raises(sa.exc.DBAPIError, match="append-only"):
+        on_audit_db(change)
+    assert audit_rows() == some_history
+    assert verify_cli(app).exit_code == 0
+
+
+def test_the_database_refuses_to_truncate_the_log_on_postgresql(app, some_history):
+    if db.engines["audit"].dialect.name != "postgresql":
+        pytest.skip("TRUNCATE is a PostgreSQL statement")
+    with pytest.raises(sa.exc.DBAPIError, match="append-only"):
+        on_audit_db("TRUNCATE audit_event")
+    assert audit_rows() == some_history
+
+
+# --- Without a working log, nothing is shown or changed ----------------------------------------
+
+def _unreachable(monkeypatch, tmp_path):
+    broken = sa.create_engine(f"sqlite:///{tmp_path / 'no-such-folder' / 'audit.db'}")
+    monkeypatch.setattr(audit, "_engine", lambda: broken)
+
+
+def _table_dropped(monkeypatch, tmp_path):
+    on_audit_db("DROP TABLE audit_event")
+
+
+@pytest.fixture(params=[_unreachable, _table_dropped], ids=["unreachable", "table-dropped"])
+def broken_audit(request, monkeypatch, tmp_path):
+    return lambda: request.param(monkeypatch, tmp_path)
+
+
+def shows_patient(body: str) -> list[str]:
+    return [value for value in PATIENT.values() if value in body]
+
+
+def test_chart_is_not_shown_when_its_read_cannot_be_recorded(app, world, patient_id, client_for,
+                                                             broken_audit):
+    client = client_for(world.user(r.CLINICIAN, "A"))
+    broken_audit()
+    for url in (f"/patients/{patient_id}", f"/patients/{patient_id}/edit",
+                "/patients?q=Wanjiru", f"/patients/{patient_id}/vitals"):
+        response = client.get(url)
+        body = response.get_data(as_text=True)
+        assert response.status_code == 503, url
+        assert "access log is unavailable" in body
+        assert not shows_patient(body), (url, shows_patient(body))
+
+
+def test_form_writes_nothing_when_it_cannot_be_recorded(app, world, patient_id, client_for,
+                                                        broken_audit):
+    nurse = client_for(world.user(r.NURSE, "A"))
+    before = {model: count(model) for model in (Patient, Note, Observation, ChangeLog,
+                                                EntityHistory, MutationResult)}
+    broken_audit()
+    posts = [(f"/patients/{patient_id}/notes", {"text": "Seen.", "sign": "yes"}),
+             (f"/patients/{patient_id}/vitals", {"heart_rate": "72", "temperature": "37.2"}),
+             ("/patients/new", {"given_name": "New", "family_name": "Person", "sex": "male",
+                                "birth_date": "2001-01-01", "confirm_new": "yes"})]
+    for url, data in posts:
+        response = nurse.post(url, data=data)
+        assert response.status_code == 503, url
+        assert not shows_patient(response.get_data(as_text=True))
+    assert {model: count(model) for model in before} == before
+
