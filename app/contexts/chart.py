@@ -61,7 +61,7 @@ def _history(patient: Patient) -> list[dict]:
     return [h for h in history if h["changes"] or h["version"] == 1]
 
 
-def chart_context(patient: Patient, roles: frozenset[str]) -> dict:
+def chart_context(patient: Patient, roles: frozenset[str], clinic_id: str | None) -> dict:
     pid = patient.id
     def rows(model, *order):
         return list(db.session.execute(select(model).where(model.patient_id == pid)
@@ -94,7 +94,9 @@ def chart_context(patient: Patient, roles: frozenset[str]) -> dict:
                     "clinic_name": clinics.get(patient.clinic_id, ""),
                     "created_at": record["created_at"], "updated_at": record["updated_at"]},
         "history": _history(patient),
-        "open_visit": next((visit_dict(v) for v in visits if v.status == "in-progress"), None),
+        # Only a visit at this clinic can be moved from here; others show in the visit list.
+        "open_visit": next((visit_dict(v) for v in visits
+                            if v.status == "in-progress" and v.clinic_id == clinic_id), None),
         "visits": [visit_dict(v) for v in visits],
         "vitals": _vitals(observations),
         "observations": [{**o.to_record(),

@@ -68,7 +68,7 @@ def patient_visits_post(patient_id: str):
 @clinical_required
 def visit_get(visit_id: str):
     visit = _owned(Visit, visit_id)
-    chart = chart_context(visit.patient, current_user.roles)
+    chart = chart_context(visit.patient, current_user.roles, current_user.clinic_id)
     auditing.record("patient.read", patient_id=visit.patient_id, detail={"visit_id": visit.id})
     this_visit = next(v for v in chart["visits"] if v["id"] == visit.id)
     return render("visits/visit.html", {**chart, "visit": this_visit, "mid": new_id(),

@@ -95,9 +95,9 @@ def patients_new_post():
 @clinical_required
 def patient_get(patient_id: str):
     patient = visible_patient_or_404(patient_id)
-    context = chart_context(patient, current_user.roles)
+    context = chart_context(patient, current_user.roles, current_user.clinic_id)
     auditing.record("patient.read", patient_id=patient.id)
-    return render("patients/chart.html", context)
+    return render("patients/chart.html", {**context, "mid": new_id()})
 
 
 @bp.get("/patients/<patient_id>/edit")

@@ -13,11 +13,16 @@ from app.web import auditing
 
 
 def form_mid(name: str = "") -> str:
-    """The form's hidden mid makes a double-tap or resubmit a duplicate, not a second write."""
-    mid = request.form.get("mid", "")
-    if not is_uuid(mid):
-        mid = new_id()
-    return derived_id(mid, name) if name else mid
+    """A mutation id that is the same each time this form instance is sent.
+
+    Pages carry one hidden `mid` token for all their forms; mixing in the form's address
+    gives each form (and each record a worklist row acts on) its own id, so a double tap or a
+    resend is a duplicate of the first send, and two different forms never share an id.
+    """
+    token = request.form.get("mid", "")
+    if not is_uuid(token):
+        token = new_id()
+    return derived_id(token, f"{request.path}#{name}")
 
 
 def replayed(mid: str) -> Result | None:
@@ -37,6 +42,11 @@ def submit(type_name: str, entity: str, entity_id: str, data: dict, *, mid: str 
 def submit_many(mutations: list[Mutation], patient_id: str | None = None) -> list[Result]:
     """All of a form's mutations commit together, or none (a rejected one is not written)."""
     actor = current_user.actor(request_id=g.get("request_id"))
+    earlier = [replayed(m.mid) for m in mutations]
+    if all(earlier):
+        # The same form instance sent again (double tap, resend after a lost answer): its
+        # values may differ only by things the server filled in, such as the time taken.
+        return earlier
     results = [apply(m, actor, source="web") for m in mutations]
     failed = [r for r in results if r.status == "rejected"]
     if failed:

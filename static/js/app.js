@@ -3,14 +3,16 @@
 // switcher, the signature pad and the device's time zone on appointment forms.
 // Kept free of inline handlers so a strict Content-Security-Policy can forbid them.
 
-// Forms answer 422/409 with the page showing what to correct; htmx 2 would drop those.
-document.addEventListener("DOMContentLoaded", () => {
-  if (!window.htmx) return;
-  window.htmx.config.responseHandling = [
-    { code: "204", swap: false },
-    { code: "[23]..", swap: true },
-    { code: "[45]..", swap: true, error: true },
-  ];
+// A form answers 409/422 with the page showing what to correct, and a navigation that fails
+// answers with a page saying what happened: show both. A failing poll or search keeps what
+// the person already sees instead of replacing it with an error page.
+document.addEventListener("htmx:beforeSwap", (event) => {
+  const detail = /** @type {CustomEvent} */ (event).detail;
+  const status = detail.xhr.status;
+  if (status === 409 || status === 422 || (detail.boosted && status >= 400)) {
+    detail.shouldSwap = true;
+    detail.isError = false;
+  }
 });
 
 document.addEventListener("htmx:configRequest", (event) => {

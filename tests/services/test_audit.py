@@ -3,6 +3,9 @@ hash chain shows any edit, deletion or insertion, the database refuses changes, 
 the log cannot be written nothing is shown or changed."""
 from __future__ import annotations
 
+import functools
+import sqlite3
+
 import pytest
 import sqlalchemy as sa
 from sqlalchemy import delete, func, insert, select, update
@@ -11,14 +14,37 @@ from app.domain import roles as r
 from app.extensions import db
 from app.models import (AuditEvent, ChangeLog, EntityHistory, MutationResult, Note, Observation,
                         Patient)
-from app.models.types import utcnow
 from app.services import audit
+from app.services.accounts import hash_password
 
 pytestmark = pytest.mark.postgres
 
 EVENTS = AuditEvent.__table__
 PATIENT = {"given_name": "Zawadi", "family_name": "Wanjiru", "phone": "0733 456 789",
            "address": "Mango Street 12"}
+
+
+@pytest.fixture(autouse=True)
+def quick(monkeypatch):
+    """The world's users share one real hash of their password, made once, not per test."""
+    monkeypatch.setattr("tests.conftest.hash_password", _password_hash)
+
+
+@pytest.fixture(autouse=True)
+def no_fsync(app):
+    """Throwaway databases need not survive a power cut: skip the fsync of every commit."""
+    for engine in (db.engine, db.engines["audit"]):
+        sa.event.listen(engine, "connect", _no_fsync)
+
+
+def _no_fsync(dbapi_connection, _record):
+    if isinstance(dbapi_connection, sqlite3.Connection):
+        dbapi_connection.execute("PRAGMA synchronous=OFF")
+
+
+@functools.cache
+def _password_hash(password: str) -> str:
+    return hash_password(password)
 
 
 def audit_rows() -> list[dict]:
@@ -182,8 +208,7 @@ def test_new_entries_after_a_verified_chain_keep_it_intact(app, some_history, wo
 @pytest.mark.parametrize("change", [
     update(EVENTS).where(EVENTS.c.id == 1).values(outcome="denied"),
     delete(EVENTS).where(EVENTS.c.id == 1),
-    delete(EVENTS),
-], ids=["update", "delete", "delete-all"])
+], ids=["update", "delete"])
 def test_the_database_refuses_to_change_the_log(app, some_history, change):
     with pytest.raises(sa.exc.DBAPIError, match="append-only"):
         on_audit_db(change)
@@ -191,11 +216,12 @@ def test_the_database_refuses_to_change_the_log(app, some_history, change):
     assert verify_cli(app).exit_code == 0
 
 
-def test_the_database_refuses_to_truncate_the_log_on_postgresql(app, some_history):
-    if db.engines["audit"].dialect.name != "postgresql":
-        pytest.skip("TRUNCATE is a PostgreSQL statement")
+def test_the_database_refuses_to_empty_the_log(app, some_history):
+    # PostgreSQL's TRUNCATE skips row triggers, so it has a trigger of its own; a DELETE
+    # without WHERE is SQLite's truncate.
+    on_postgresql = db.engines["audit"].dialect.name == "postgresql"
     with pytest.raises(sa.exc.DBAPIError, match="append-only"):
-        on_audit_db("TRUNCATE audit_event")
+        on_audit_db("TRUNCATE audit_event" if on_postgresql else "DELETE FROM audit_event")
     assert audit_rows() == some_history
 
 

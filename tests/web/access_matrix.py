@@ -47,7 +47,7 @@ MATRIX: dict[str, dict[str, str]] = {
     "auth.login_setup_get": PUBLIC,
     "auth.login_setup_post": PUBLIC,
     # Signing out always ends on the sign-in page, signed in or not: that is its job.
-    "auth.logout_post": _everyone(anonymous=LOGIN) | {role: LOGIN for role in r.ROLES},
+    "auth.logout_post": {who: LOGIN for who in WHO},
     "auth.session_clinic_post": SIGNED_IN,
 
     # Home sends each role to its own starting page.

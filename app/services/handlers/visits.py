@@ -24,6 +24,7 @@ def start(ctx: WriteContext):
 def move(ctx: WriteContext):
     visit = ctx.load(Visit, ctx.mutation.entity_id, "Visit")
     ctx.require_patient(visit.patient_id)
+    ctx.require_own_clinic(visit.clinic_id)  # each clinic runs its own stations
     station = ctx.mutation.data["station"]
     stale = ctx.check_base_version(visit, patient_id=visit.patient_id, clinic_id=visit.clinic_id,
                                    wanted={"station": station})
