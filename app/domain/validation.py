@@ -95,14 +95,17 @@ def _message(error) -> Problem:
     return Problem(field, f"{label} is not valid.")
 
 
-_VALIDATORS: dict[int, Draft202012Validator] = {}
+# Compiled validators by schema identity; the schema is kept with its validator so an id
+# can never be reused by another object while its entry exists.
+_VALIDATORS: dict[int, tuple[dict, Draft202012Validator]] = {}
 
 
 def validate(schema: dict, instance: object) -> list[Problem]:
-    validator = _VALIDATORS.get(id(schema))
-    if validator is None:
-        validator = Draft202012Validator(schema, format_checker=FORMAT_CHECKER)
-        _VALIDATORS[id(schema)] = validator
+    cached = _VALIDATORS.get(id(schema))
+    if cached is None or cached[0] is not schema:
+        cached = (schema, Draft202012Validator(schema, format_checker=FORMAT_CHECKER))
+        _VALIDATORS[id(schema)] = cached
+    validator = cached[1]
     errors = sorted(validator.iter_errors(instance), key=lambda e: list(map(str, e.absolute_path)))
     problems: list[Problem] = []
     seen: set[str] = set()
