@@ -2,8 +2,10 @@
 an organization with a user per role in two clinics, and signed-in test clients."""
 from __future__ import annotations
 
+import functools
 import os
 import shutil
+import sqlite3
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +28,20 @@ from app.web import sessions
 PASSWORD = "correct horse battery"
 PG_URL = os.environ.get("TEST_POSTGRES_URL")
 BASE_OVERRIDES = {"TESTING": True, "WTF_CSRF_ENABLED": False, "RATELIMIT_ENABLED": False}
+
+
+hashed_password = functools.cache(hash_password)  # scrypt is slow by design: hash once
+
+
+@pytest.fixture(autouse=True)
+def short_lock_wait(monkeypatch):
+    """A request that waits on an SQLite lock fails in 1 s here, not after the real 15 s."""
+    monkeypatch.setattr("app.database.BUSY_TIMEOUT_MS", 1000)
+
+
+def _no_fsync(dbapi_connection, _record):
+    if isinstance(dbapi_connection, sqlite3.Connection):
+        dbapi_connection.execute("PRAGMA synchronous=OFF")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -124,6 +140,9 @@ def app_overrides() -> dict:
 @pytest.fixture
 def app(database_urls, app_overrides):
     main_url, audit_url = database_urls
+    if main_url.startswith("sqlite"):
+        # Throwaway databases need not survive a power cut: skip the fsync of every commit.
+        sa.event.listen(sa.engine.Engine, "connect", _no_fsync)
     application = create_app({**BASE_OVERRIDES, "SQLALCHEMY_DATABASE_URI": main_url,
                               "SQLALCHEMY_BINDS": {"audit": audit_url}, **app_overrides})
     @application.before_request
@@ -141,6 +160,8 @@ def app(database_urls, app_overrides):
         db.session.remove()
         db.engine.dispose()
         db.engines["audit"].dispose()
+    if sa.event.contains(sa.engine.Engine, "connect", _no_fsync):
+        sa.event.remove(sa.engine.Engine, "connect", _no_fsync)
 
 
 @dataclass
@@ -172,7 +193,7 @@ def world(app) -> World:
         clinics[key] = Clinic(id=new_id(), organization_id=org.id, name=name, code=f"T{key}")
         db.session.add(clinics[key])
     built = World(org=org, clinics=clinics)
-    password_hash = hash_password(PASSWORD)  # one hash: scrypt is slow by design
+    password_hash = hashed_password(PASSWORD)
     for key, clinic in clinics.items():
         for role in r.ROLES:
             user = User(id=new_id(), organization_id=org.id, username=f"{role}.{key.lower()}",

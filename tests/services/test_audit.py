@@ -3,8 +3,6 @@ hash chain shows any edit, deletion or insertion, the database refuses changes, 
 the log cannot be written nothing is shown or changed."""
 from __future__ import annotations
 
-import functools
-import sqlite3
 
 import pytest
 import sqlalchemy as sa
@@ -15,36 +13,12 @@ from app.extensions import db
 from app.models import (AuditEvent, ChangeLog, EntityHistory, MutationResult, Note, Observation,
                         Patient)
 from app.services import audit
-from app.services.accounts import hash_password
 
 pytestmark = pytest.mark.postgres
 
 EVENTS = AuditEvent.__table__
 PATIENT = {"given_name": "Zawadi", "family_name": "Wanjiru", "phone": "0733 456 789",
            "address": "Mango Street 12"}
-
-
-@pytest.fixture(autouse=True)
-def quick(monkeypatch):
-    """The world's users share one real hash of their password, made once, not per test."""
-    monkeypatch.setattr("tests.conftest.hash_password", _password_hash)
-
-
-@pytest.fixture(autouse=True)
-def no_fsync(app):
-    """Throwaway databases need not survive a power cut: skip the fsync of every commit."""
-    for engine in (db.engine, db.engines["audit"]):
-        sa.event.listen(engine, "connect", _no_fsync)
-
-
-def _no_fsync(dbapi_connection, _record):
-    if isinstance(dbapi_connection, sqlite3.Connection):
-        dbapi_connection.execute("PRAGMA synchronous=OFF")
-
-
-@functools.cache
-def _password_hash(password: str) -> str:
-    return hash_password(password)
 
 
 def audit_rows() -> list[dict]:

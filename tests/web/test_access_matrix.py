@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import itertools
-import sqlite3
 import time
 from datetime import date, timedelta
 from functools import cached_property
@@ -16,14 +15,13 @@ from urllib.parse import urlsplit
 
 import pyotp
 import pytest
-from sqlalchemy import event, select
+from sqlalchemy import select
 
 from app.demo.signature import signature_data_url
 from app.domain import roles as r
 from app.domain.ids import new_id
 from app.extensions import db
 from app.models import Conflict, Membership, User
-from app.services.accounts import hash_password
 from tests.conftest import PASSWORD
 from tests.web.access_matrix import ANONYMOUS, DENIED, LOGIN, MATRIX, OK, WHO
 
@@ -35,32 +33,6 @@ _unique = itertools.count(1)
 def app_overrides():
     # An unexpected error is one wrong cell of the matrix (a 500), not the end of the test.
     return {"PROPAGATE_EXCEPTIONS": False}
-
-
-@pytest.fixture(autouse=True)
-def quick(monkeypatch):
-    """Nothing in these single-threaded tests should ever wait for an SQLite lock, so a
-    request that does (the app blocking on its own write lock) fails after 1 s, not 15 s.
-    And the world's users share one real hash of PASSWORD made once, not one per test."""
-    monkeypatch.setattr("app.database.BUSY_TIMEOUT_MS", 1000)
-    monkeypatch.setattr("tests.conftest.hash_password", lambda password: _password_hash(password))
-
-
-@pytest.fixture(autouse=True)
-def no_fsync(app):
-    """Throwaway databases need not survive a power cut: skip the fsync of every commit."""
-    for engine in (db.engine, db.engines["audit"]):
-        event.listen(engine, "connect", _no_fsync)
-
-
-def _no_fsync(dbapi_connection, _record):
-    if isinstance(dbapi_connection, sqlite3.Connection):
-        dbapi_connection.execute("PRAGMA synchronous=OFF")
-
-
-@functools.cache
-def _password_hash(password: str) -> str:
-    return hash_password(password)
 
 
 def unique(prefix: str) -> str:

@@ -1,52 +1,24 @@
 """Signing in (password, then a one-time code), sessions, CSRF, rate limits and API tokens."""
 from __future__ import annotations
 
-import functools
 import hashlib
 import re
-import sqlite3
 import time
 from datetime import timedelta
 from urllib.parse import urlsplit
 
 import pyotp
 import pytest
-from sqlalchemy import event, func, select
+from sqlalchemy import func, select
 
 from app.domain import roles as r
 from app.extensions import db
 from app.models import ApiToken, Note, Patient, User, UserSession
 from app.models.types import utcnow
 from app.services import tokens
-from app.services.accounts import hash_password
 from tests.conftest import PASSWORD
 
 BAD_CREDENTIALS = "The username or password is not right. Check them and try again."
-
-
-@pytest.fixture(autouse=True)
-def quick(monkeypatch):
-    """No request here should wait for an SQLite lock (1 s, not 15 s, if one does), and the
-    world's users share one real hash of their password made once, not one per test."""
-    monkeypatch.setattr("app.database.BUSY_TIMEOUT_MS", 1000)
-    monkeypatch.setattr("tests.conftest.hash_password", _password_hash)
-
-
-@pytest.fixture(autouse=True)
-def no_fsync(app):
-    """Throwaway databases need not survive a power cut: skip the fsync of every commit."""
-    for engine in (db.engine, db.engines["audit"]):
-        event.listen(engine, "connect", _no_fsync)
-
-
-def _no_fsync(dbapi_connection, _record):
-    if isinstance(dbapi_connection, sqlite3.Connection):
-        dbapi_connection.execute("PRAGMA synchronous=OFF")
-
-
-@functools.cache
-def _password_hash(password: str) -> str:
-    return hash_password(password)
 
 
 @pytest.fixture

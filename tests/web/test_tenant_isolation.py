@@ -9,12 +9,10 @@ they were.
 """
 from __future__ import annotations
 
-import functools
-import sqlite3
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
-from sqlalchemy import event, or_, select
+from sqlalchemy import or_, select
 
 from app.demo.signature import signature_data_url
 from app.domain import roles as r
@@ -24,7 +22,6 @@ from app.models import (Appointment, ChangeLog, Clinic, Condition, Conflict, Con
                         MedicationDispense, MedicationRequest, Membership, Note, NoteAddendum,
                         Observation, Patient, PatientIdentifier, Team, User, UserSession,
                         Visit)
-from app.services.accounts import hash_password
 
 pytestmark = pytest.mark.postgres
 
@@ -48,31 +45,6 @@ RECORD_PARAMS = {"patient_id", "visit_id", "condition_id", "note_id", "request_i
 # (app/web/admin.py audit_get: only other roles are limited to their clinic), so clinic B's
 # search terms in that log are not a leak for them.
 ORG_WIDE = {(r.ORG_ADMIN, "admin.audit_get")}
-
-
-@pytest.fixture(autouse=True)
-def quick(monkeypatch):
-    """No request here should wait for an SQLite lock (1 s, not 15 s, if one does), and the
-    world's users share one real hash of their password made once."""
-    monkeypatch.setattr("app.database.BUSY_TIMEOUT_MS", 1000)
-    monkeypatch.setattr("tests.conftest.hash_password", _password_hash)
-
-
-@pytest.fixture(autouse=True)
-def no_fsync(app):
-    """Throwaway databases need not survive a power cut: skip the fsync of every commit."""
-    for engine in (db.engine, db.engines["audit"]):
-        event.listen(engine, "connect", _no_fsync)
-
-
-def _no_fsync(dbapi_connection, _record):
-    if isinstance(dbapi_connection, sqlite3.Connection):
-        dbapi_connection.execute("PRAGMA synchronous=OFF")
-
-
-@functools.cache
-def _password_hash(password: str) -> str:
-    return hash_password(password)
 
 
 @pytest.fixture
