@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 import time
 from urllib.parse import urlparse
 
@@ -58,3 +60,13 @@ def sign_in(page, live_server, user: dict) -> None:
         return path != totp_path and path != "/login" and not path.startswith("/login/")
 
     page.wait_for_url(signed_in)
+
+
+@contextlib.contextmanager
+def server_db(live_server):
+    """The live server's own SQLite database, to check what the server ended with."""
+    url = live_server.env["DATABASE_URL"]
+    assert url.startswith("sqlite:///"), url
+    with contextlib.closing(sqlite3.connect(url.removeprefix("sqlite:///"), timeout=10)) as conn:
+        conn.row_factory = sqlite3.Row
+        yield conn

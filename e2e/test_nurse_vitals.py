@@ -10,16 +10,14 @@ wait up to 30 s for the next TOTP code.
 
 from __future__ import annotations
 
-import contextlib
 import re
-import sqlite3
 import time
 
 import pyotp
 import pytest
 from playwright.sync_api import expect
 
-from e2e.helpers import sign_in
+from e2e.helpers import server_db, sign_in
 
 # LOINC code, form label, value typed, value stored, how the chart shows it.
 READINGS = (
@@ -34,13 +32,6 @@ TEMPERATURE_RANGE_MESSAGE = re.compile(
 
 # -- the server's database ---------------------------------------------------------------------
 
-@contextlib.contextmanager
-def server_db(live_server):
-    url = live_server.env["DATABASE_URL"]
-    assert url.startswith("sqlite:///"), url
-    with contextlib.closing(sqlite3.connect(url.removeprefix("sqlite:///"), timeout=10)) as conn:
-        conn.row_factory = sqlite3.Row
-        yield conn
 
 
 def observations(live_server, patient_id: str) -> list[tuple[str, float]]:

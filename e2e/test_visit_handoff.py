@@ -11,15 +11,13 @@ with test_nurse_vitals.py (a second sign-in would wait for the next TOTP code).
 
 from __future__ import annotations
 
-import contextlib
 import re
 import secrets
-import sqlite3
 
 import pytest
 from playwright.sync_api import expect
 
-from e2e.helpers import sign_in
+from e2e.helpers import server_db, sign_in
 
 CLINIC = 1  # Hilltop
 POLL_TIMEOUT_MS = 6000  # the worklists poll every 2 s
@@ -32,13 +30,6 @@ STATIONS = {  # role: the worklist that role sits at
 UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 
 
-@contextlib.contextmanager
-def server_db(live_server):
-    url = live_server.env["DATABASE_URL"]
-    assert url.startswith("sqlite:///"), url
-    with contextlib.closing(sqlite3.connect(url.removeprefix("sqlite:///"), timeout=10)) as conn:
-        conn.row_factory = sqlite3.Row
-        yield conn
 
 
 def open_worklist(new_context, live_server, role: str):

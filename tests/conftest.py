@@ -7,6 +7,7 @@ import os
 import shutil
 import sqlite3
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -83,24 +84,39 @@ def _pg_url(name: str) -> str:
     return sa.engine.make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
 
 
-@pytest.fixture(scope="session")
-def pg_template():
+def require_postgres() -> None:
+    """Locally, no cluster means skip; in CI a missing cluster is a failure, never a skip."""
     if not PG_URL:
         if os.environ.get("CI"):
             pytest.fail("TEST_POSTGRES_URL is not set: run the suite with scripts/test.sh")
         pytest.skip("no PostgreSQL: run the suite with scripts/test.sh")
+
+
+@contextmanager
+def pg_databases(prefix: str, templates: tuple[str, str] | None = None):
+    """A main and an audit database that exist for the block, as (name, name)."""
+    require_postgres()
     suffix = uuid.uuid4().hex[:8]
-    names = (f"tmpl_main_{suffix}", f"tmpl_audit_{suffix}")
+    names = (f"{prefix}_main_{suffix}", f"{prefix}_audit_{suffix}")
     engine = _pg_admin_engine()
-    with engine.connect() as conn:
-        for name in names:
-            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    _migrate(_pg_url(names[0]), _pg_url(names[1]))
-    yield names
-    with engine.connect() as conn:
-        for name in names:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    engine.dispose()
+    try:
+        with engine.connect() as conn:
+            for n, name in enumerate(names):
+                template = f' TEMPLATE "{templates[n]}"' if templates else ""
+                conn.execute(sa.text(f'CREATE DATABASE "{name}"{template}'))
+        yield names
+    finally:
+        with engine.connect() as conn:
+            for name in names:
+                conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def pg_template():
+    with pg_databases("tmpl") as names:
+        _migrate(_pg_url(names[0]), _pg_url(names[1]))
+        yield names
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -118,17 +134,8 @@ def database_urls(backend, request, tmp_path):
         yield f"sqlite:///{tmp_path / 'clinic.db'}", f"sqlite:///{tmp_path / 'audit.db'}"
         return
     templates = request.getfixturevalue("pg_template")
-    suffix = uuid.uuid4().hex[:8]
-    names = (f"t_main_{suffix}", f"t_audit_{suffix}")
-    engine = _pg_admin_engine()
-    with engine.connect() as conn:
-        for name, template in zip(names, templates):
-            conn.execute(sa.text(f'CREATE DATABASE "{name}" TEMPLATE "{template}"'))
-    yield _pg_url(names[0]), _pg_url(names[1])
-    with engine.connect() as conn:
-        for name in names:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    engine.dispose()
+    with pg_databases("t", templates) as names:
+        yield _pg_url(names[0]), _pg_url(names[1])
 
 
 @pytest.fixture

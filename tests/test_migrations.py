@@ -5,7 +5,6 @@ Each test starts from empty databases (not the migrated template the other tests
 from __future__ import annotations
 
 import os
-import uuid
 
 import flask_migrate
 import pytest
@@ -15,7 +14,7 @@ from alembic.migration import MigrationContext
 
 from app import create_app
 from app.extensions import db
-from tests.conftest import BASE_OVERRIDES, PG_URL, _pg_admin_engine, _pg_url
+from tests.conftest import BASE_OVERRIDES, _pg_url, pg_databases
 
 pytestmark = pytest.mark.postgres
 
@@ -27,21 +26,8 @@ def empty_urls(backend, tmp_path):
     if backend == "sqlite":
         yield f"sqlite:///{tmp_path / 'clinic.db'}", f"sqlite:///{tmp_path / 'audit.db'}"
         return
-    if not PG_URL:
-        if os.environ.get("CI"):
-            pytest.fail("TEST_POSTGRES_URL is not set: run the suite with scripts/test.sh")
-        pytest.skip("no PostgreSQL: run the suite with scripts/test.sh")
-    suffix = uuid.uuid4().hex[:8]
-    names = (f"mig_main_{suffix}", f"mig_audit_{suffix}")
-    admin = _pg_admin_engine()
-    with admin.connect() as conn:
-        for name in names:
-            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    yield _pg_url(names[0]), _pg_url(names[1])
-    with admin.connect() as conn:
-        for name in names:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with pg_databases("mig") as names:
+        yield _pg_url(names[0]), _pg_url(names[1])
 
 
 @pytest.fixture
