@@ -29,6 +29,9 @@ def create_app(overrides: dict | None = None) -> Flask:
     from app.web import register_web
     register_web(app)
 
+    from sync_api import register_sync
+    register_sync(app)
+
     from app.cli import register_cli
     register_cli(app)
     return app

@@ -66,6 +66,13 @@ def build_config(instance_path: str, overrides: dict | None = None) -> dict:
         "ACCOUNT_LOCKOUT_MINUTES": int(env.get("ACCOUNT_LOCKOUT_MINUTES", "15")),
         "APPOINTMENT_SLOT_CAPACITY": int(env.get("APPOINTMENT_SLOT_CAPACITY", "4")),
         "MAX_CONTENT_LENGTH": 2 * 1024 * 1024,
+        "SYNC_MAX_BODY_BYTES": int(env.get("SYNC_MAX_BODY_BYTES", str(16 * 1024 * 1024))),
+        "SYNC_MAX_BATCH": int(env.get("SYNC_MAX_BATCH", "500")),
+        "SYNC_PULL_LIMIT": int(env.get("SYNC_PULL_LIMIT", "1000")),
+        "SYNC_WINDOW_DAYS": int(env.get("SYNC_WINDOW_DAYS", "180")),
+        "SYNC_EVENTS_MAX_SECONDS": float(env.get("SYNC_EVENTS_MAX_SECONDS", "55")),
+        "SYNC_EVENTS_KEEPALIVE_SECONDS": float(env.get("SYNC_EVENTS_KEEPALIVE_SECONDS", "15")),
+        "SYNC_EVENTS_POLL_SECONDS": float(env.get("SYNC_EVENTS_POLL_SECONDS", "0.25")),
     }
     if overrides:
         config.update(overrides)

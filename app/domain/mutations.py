@@ -177,6 +177,8 @@ ENVELOPE_SCHEMA = {
         "deps": {"type": "array", "items": _uuid("Dependency"), "maxItems": 100,
                  "x-label": "Dependencies"},
         "client_ts": {"type": ["string", "null"], "maxLength": 40, "x-label": "Client time"},
+        # Accepted and ignored: the author is always the authenticated user.
+        "author": {"type": ["string", "null"], "maxLength": 200, "x-label": "Author"},
     },
     "additionalProperties": False,
 }

@@ -29,11 +29,15 @@ class ChangeLog(db.Model):
     """Commit-ordered feed of changes that devices pull (DESIGN.md §5)."""
 
     __tablename__ = "change_log"
-    __table_args__ = (Index("ix_change_log_clinic_seq", "clinic_id", "seq"),)
+    __table_args__ = (Index("ix_change_log_clinic_seq", "clinic_id", "seq"),
+                      Index("ix_change_log_position", "txid", "seq"),
+                      Index("ix_change_log_origin_client_id", "origin_client_id"))
     seq: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"),
                                      primary_key=True, autoincrement=True)
-    # PostgreSQL transaction id, so a pull can stop below the oldest running transaction.
-    txid: Mapped[int | None] = mapped_column(BigInteger)
+    # The writing transaction's id on PostgreSQL (0 on SQLite, whose single writer already
+    # commits in seq order). Pulls read in (txid, seq) order below the oldest running
+    # transaction, so a change committed late is never skipped.
+    txid: Mapped[int] = mapped_column(BigInteger, default=0)
     entity: Mapped[str] = mapped_column(String(40))
     entity_id: Mapped[str] = mapped_column(IdType)
     version: Mapped[int] = mapped_column(Integer)

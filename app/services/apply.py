@@ -6,7 +6,7 @@ transaction. It flushes and never commits.
 """
 from __future__ import annotations
 
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from app.domain.mutations import ENVELOPE_SCHEMA, MUTATION_TYPES
 from app.domain.validation import validate
@@ -36,6 +36,12 @@ def apply(mutation: Mutation, actor: Actor, source: str) -> Result:
             result = _apply_new(mutation, actor)
     except Rejection as rejection:
         result = _rejected(mutation, rejection)
+    except IntegrityError as exc:
+        # A constraint the handlers did not foresee: the same mutation would break it on
+        # every resend, so it is answered for good instead of blocking the device's queue.
+        result = _rejected(mutation, Rejection(
+            "integrity", "This change contradicts records already on the server and was not "
+            f"applied ({type(exc.orig).__name__})."))
     except SQLAlchemyError:
         raise  # a database fault is transient: the caller rolls back and the client retries
 

@@ -12,6 +12,7 @@ from app.models import ChangeLog, Conflict, EntityHistory, Patient
 from app.models.types import utcnow
 from app.services.actor import Actor
 from app.services.results import APPLIED, CONFLICT, Mutation, Rejection, Result
+from app.services import pokes
 from app.services.scope import patient_visible
 
 
@@ -86,6 +87,7 @@ class WriteContext:
             change.txid = func.cast(func.cast(func.pg_current_xact_id(), String), BigInteger)
         db.session.add(change)
         db.session.flush()
+        pokes.announce(change.clinic_id)
 
     # Answers -------------------------------------------------------------------------------
     def applied(self, row) -> Result:

@@ -9,6 +9,7 @@ roles at the clinic they are signed in to:
   redirect to the sign-in page (whether its data is valid does not matter here).
 - ``"denied"``: 403.
 - ``"login"``: a redirect to the sign-in page (``/login``).
+- ``"unauthenticated"``: 401 (the sync API's answer to a missing or ended session).
 
 A new route without an entry here fails tests/web/test_access_matrix.py.
 """
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 from app.domain import roles as r
 
-OK, DENIED, LOGIN = "ok", "denied", "login"
+OK, DENIED, LOGIN, UNAUTHENTICATED = "ok", "denied", "login", "unauthenticated"
 ANONYMOUS = "anonymous"
 WHO = (ANONYMOUS, *r.ROLES)
 
@@ -105,4 +106,12 @@ MATRIX: dict[str, dict[str, str]] = {
     "admin.clinics_get": _only(ADMINS),
     "admin.clinics_post": _only({r.ORG_ADMIN}),       # a clinic administrator cannot add clinics
     "admin.clinic_teams_post": _only(ADMINS),
+
+    # Sync API: devices of clinical staff. Anyone not signed in gets 401 (JSON), never a
+    # redirect to a sign-in page a sync client cannot show.
+    "sync.push_route": _only(CLINICAL, anonymous=UNAUTHENTICATED),
+    "sync.pull_route": _only(CLINICAL, anonymous=UNAUTHENTICATED),
+    "sync.heartbeat_route": _only(CLINICAL, anonymous=UNAUTHENTICATED),
+    "sync.events_route": _only(CLINICAL, anonymous=UNAUTHENTICATED),
+    "sync.openapi_route": PUBLIC,
 }

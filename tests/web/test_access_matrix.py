@@ -23,7 +23,7 @@ from app.domain.ids import new_id
 from app.extensions import db
 from app.models import Conflict, Membership, User
 from tests.conftest import PASSWORD
-from tests.web.access_matrix import ANONYMOUS, DENIED, LOGIN, MATRIX, OK, WHO
+from tests.web.access_matrix import ANONYMOUS, DENIED, LOGIN, MATRIX, OK, UNAUTHENTICATED, WHO
 
 REDIRECTS = (301, 302, 303, 307, 308)
 _unique = itertools.count(1)
@@ -208,6 +208,8 @@ def outcome(response, method: str) -> str:
         return LOGIN
     if response.status_code == 403:
         return DENIED
+    if response.status_code == 401:
+        return UNAUTHENTICATED
     if method == "GET" and (response.status_code == 200 or redirected):
         return OK
     if method != "GET" and response.status_code not in (401, 403, 404, 405) \
@@ -226,7 +228,7 @@ def test_every_route_has_an_entry_in_the_matrix(app):
 def test_every_entry_names_everyone_with_a_known_outcome():
     for endpoint, expected in MATRIX.items():
         assert set(expected) == set(WHO), endpoint
-        assert set(expected.values()) <= {OK, DENIED, LOGIN}, endpoint
+        assert set(expected.values()) <= {OK, DENIED, LOGIN, UNAUTHENTICATED}, endpoint
 
 
 @pytest.mark.parametrize("endpoint", sorted(MATRIX))

@@ -1,0 +1,37 @@
+"""Announce which clinics a transaction changed, so their devices are told to pull.
+
+On PostgreSQL the announcement is a NOTIFY sent in the writing transaction: the database
+delivers it at commit to every app server listening, and never for a rollback. On SQLite
+the listeners watch the change log instead (sync_api/events.py), so nothing is sent here.
+"""
+from __future__ import annotations
+
+from sqlalchemy import event, text
+from sqlalchemy.orm import Session
+
+CHANNEL = "clinic_changes"
+_PENDING = "pokes_pending"
+
+
+def announce(clinic_id: str | None) -> None:
+    from app.extensions import db
+    if clinic_id:
+        db.session.info.setdefault(_PENDING, set()).add(clinic_id)
+
+
+@event.listens_for(Session, "before_commit")
+def _notify(session: Session) -> None:
+    clinics = session.info.pop(_PENDING, None)
+    if not clinics:
+        return
+    bind = session.get_bind()
+    if bind.dialect.name != "postgresql":
+        return
+    for clinic_id in sorted(clinics):
+        session.execute(text("SELECT pg_notify(:channel, :clinic)"),
+                        {"channel": CHANNEL, "clinic": clinic_id})
+
+
+@event.listens_for(Session, "after_rollback")
+def _forget(session: Session) -> None:
+    session.info.pop(_PENDING, None)

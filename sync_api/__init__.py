@@ -1,0 +1,126 @@
+"""Sync protocol v1 (DESIGN.md §5): push, pull, live pokes, heartbeat and its OpenAPI document."""
+from __future__ import annotations
+
+import logging
+
+from flask import Blueprint, Flask, current_app, g, jsonify, request
+from sqlalchemy.exc import DBAPIError
+
+from app.extensions import csrf, db
+from app.models.records import to_json_value
+from app.models.types import utcnow
+from app.services import audit
+from app.services.audit import AuditUnavailable
+from sync_api import events, openapi
+from sync_api.auth import current_actor, require_clinical
+from sync_api.clients import claim
+from sync_api.errors import SyncError
+from sync_api.pull import horizon, pull
+from sync_api.push import push_batch
+from sync_api.wire import HEARTBEAT_REQUEST, PULL_REQUEST, PUSH_REQUEST, check_mutations, json_body
+
+log = logging.getLogger("clinic.sync")
+bp = Blueprint("sync", __name__, url_prefix="/sync/v1")
+csrf.exempt(bp)  # browsers are checked in auth.current_actor; bearer clients carry no cookie
+
+
+def register_sync(app: Flask) -> None:
+    app.register_blueprint(bp)
+    events.init_app(app)
+
+
+@bp.before_request
+def _limit_body():
+    request.max_content_length = current_app.config["SYNC_MAX_BODY_BYTES"]
+
+
+@bp.errorhandler(SyncError)
+def _sync_error(exc: SyncError):
+    db.session.rollback()
+    return jsonify(exc.body(g.get("request_id"))), exc.status, exc.headers
+
+
+@bp.errorhandler(AuditUnavailable)
+def _audit_unavailable(exc):
+    db.session.rollback()
+    log.error("audit write failed, sync refused: %s (request %s)", exc, g.get("request_id"))
+    return _sync_error(_busy("The access log could not be written"))
+
+
+@bp.errorhandler(DBAPIError)
+def _database_fault(exc):
+    db.session.rollback()
+    log.warning("database fault during sync, answered 503: %s (request %s)", exc,
+                g.get("request_id"))
+    return _sync_error(_busy("The database did not answer in time"))
+
+
+def _busy(what: str) -> SyncError:
+    return SyncError(503, "unavailable", f"{what}. Nothing from this request was applied; "
+                     "everything is kept on the device and will be sent again.",
+                     headers={"Retry-After": "2"})
+
+
+@bp.post("/push")
+def push_route():
+    actor = current_actor()
+    require_clinical(actor)
+    body = json_body(PUSH_REQUEST)
+    check_mutations(body["mutations"])
+    client = claim(actor, body["client_id"], body.get("telemetry"))
+    status, payload = push_batch(actor, client, body["mutations"])
+    db.session.commit()
+    return jsonify(payload), status
+
+
+@bp.post("/pull")
+def pull_route():
+    actor = current_actor()
+    require_clinical(actor)
+    body = json_body(PULL_REQUEST)
+    seen = horizon()
+    client = claim(actor, body["client_id"], body.get("telemetry"))
+    limit = body.get("limit") or current_app.config["SYNC_PULL_LIMIT"]
+    payload = pull(actor, client, body.get("cursor"), limit, seen)
+    _audit_reads(actor, client.client_id, payload["changes"])
+    db.session.commit()
+    return jsonify(payload)
+
+
+@bp.post("/heartbeat")
+def heartbeat_route():
+    actor = current_actor()
+    require_clinical(actor)
+    body = json_body(HEARTBEAT_REQUEST)
+    client = claim(actor, body["client_id"], body.get("telemetry"))
+    payload = {"last_seq": client.last_seq, "server_time": to_json_value(utcnow())}
+    db.session.commit()
+    return jsonify(payload)
+
+
+@bp.get("/events")
+def events_route():
+    actor = current_actor()
+    require_clinical(actor)
+    db.session.commit()  # a stream may last a minute: it must not hold a connection
+    return events.stream(actor.clinic_id)
+
+
+@bp.get("/openapi.json")
+def openapi_route():
+    return jsonify(openapi.document())
+
+
+def _audit_reads(actor, client_id: str, changes: list[dict]) -> None:
+    """One event per patient whose records went to the device (evictions are not reads)."""
+    patients: dict[str, int] = {}
+    for change in changes:
+        if change["op"] != "put":
+            continue
+        pid = change["id"] if change["entity"] == "patient" else change["record"].get("patient_id")
+        patients[pid] = patients.get(pid, 0) + 1
+    audit.append([audit.AuditEntry(
+        action="sync.pull", user_id=actor.user_id, username=actor.username,
+        role=actor.role_names, clinic_id=actor.clinic_id, patient_id=pid, device=client_id,
+        request_id=actor.request_id, detail={"records": count})
+        for pid, count in patients.items()])

@@ -1,0 +1,51 @@
+"""Who is syncing: a browser session (with its CSRF header) or a bearer token."""
+from __future__ import annotations
+
+from flask import current_app, g, request
+from flask_login import current_user
+from flask_wtf.csrf import CSRFError
+
+from app.domain import roles as role_rules
+from app.extensions import csrf
+from app.services import tokens
+from app.services.actor import Actor
+from app.web.sessions import clinics_of, roles_at
+from sync_api.errors import SyncError
+
+
+def current_actor() -> Actor:
+    """The authenticated actor for this request, or a SyncError (401/403) that applies nothing."""
+    client_id = request.headers.get("X-Client-Id")
+    header = request.headers.get("Authorization", "")
+    if header:
+        scheme, _, secret = header.partition(" ")
+        if scheme.lower() != "bearer" or not secret.strip():
+            raise SyncError(401, "unauthenticated", "Use 'Authorization: Bearer <token>'. "
+                            "Nothing was applied.")
+        token = tokens.authenticate(secret.strip())
+        if token is None:
+            raise SyncError(401, "unauthenticated", "This token is not valid, was revoked or "
+                            "belongs to a disabled account. Nothing was applied.")
+        user = token.user
+        clinics = clinics_of(user)
+        clinic_id = token.clinic_id if token.clinic_id in clinics else (clinics[0] if clinics else None)
+        return Actor(user_id=user.id, username=user.username,
+                     organization_id=user.organization_id, clinic_id=clinic_id,
+                     roles=roles_at(user, clinic_id), client_id=client_id,
+                     request_id=g.get("request_id"))
+    if not current_user.is_authenticated:
+        raise SyncError(401, "unauthenticated", "Your session has ended. Sign in again; "
+                        "nothing was applied and everything on the device is kept.")
+    if request.method == "POST" and current_app.config.get("WTF_CSRF_ENABLED", True):
+        try:
+            csrf.protect()
+        except CSRFError:
+            raise SyncError(403, "csrf_failed", "The request lacked a valid X-CSRFToken header. "
+                            "Nothing was applied; reload the page and try again.") from None
+    return current_user.actor(request_id=g.get("request_id"), client_id=client_id)
+
+
+def require_clinical(actor: Actor) -> None:
+    if not actor.clinic_id or not role_rules.can_read_patients(actor.roles):
+        raise SyncError(403, "forbidden", "Your role at this clinic does not sync patient "
+                        "records. Nothing was applied.")

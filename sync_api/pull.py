@@ -1,0 +1,182 @@
+"""Pull: every change a device may hold, in log order, with nothing ever skipped.
+
+On PostgreSQL a sequence value is taken when a row is written, not when its transaction
+commits, so a change with a lower seq can become visible after one with a higher seq. The
+log is therefore read in (txid, seq) order and only below the oldest transaction still
+running: every transaction below that horizon has finished, so everything it wrote is
+visible, and nothing can later appear behind the cursor. SQLite has one writer at a time,
+so its seq order is already commit order (all its rows carry txid 0).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import and_, delete, func, select, text, tuple_, update
+from sqlalchemy.orm import selectinload
+
+from app.extensions import db
+from app.models import ENTITY_MODELS, ChangeLog, EntityHistory, Note, Patient, SyncClient, SyncSubset
+from app.models.records import to_json_value
+from app.models.types import utcnow
+from app.services.actor import Actor
+from sync_api.cursor import Cursor
+from sync_api.epoch import current_epoch
+from sync_api.subset import allowed_categories, for_device, scope_key, subset_patient_ids
+
+# Backfill order: parents before the records that point at them.
+BACKFILL_ORDER = ("patient", "patient_identifier", "visit", "appointment", "observation",
+                  "condition", "note", "note_addendum", "medication_request",
+                  "medication_dispense", "consent")
+_EAGER = {"patient": selectinload(Patient.identifiers), "note": selectinload(Note.addenda)}
+_END_OF_TRANSACTION = 2**62  # a seq above any real one: "all of this txid"
+
+
+@dataclass
+class Horizon:
+    """How far the log may be read now: below txid `below` (None: no bound), and where a
+    cursor may move to when nothing more is there."""
+    below: int | None
+    end: tuple[int, int]
+
+
+def horizon() -> Horizon:
+    """Read first, before this transaction writes anything, so it does not hold itself back."""
+    if db.session.get_bind().dialect.name == "postgresql":
+        xmin = db.session.execute(
+            text("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")).scalar_one()
+        return Horizon(below=xmin, end=(xmin - 1, _END_OF_TRANSACTION))
+    last = db.session.execute(select(func.max(ChangeLog.seq))).scalar() or 0
+    return Horizon(below=None, end=(0, last))
+
+
+def pull(actor: Actor, client: SyncClient, cursor_text: str | None, limit: int,
+         seen: Horizon) -> dict:
+    now = utcnow()
+    allowed = allowed_categories(actor.roles)
+    cursor = Cursor.decode(cursor_text)
+    reset = False
+    if not _still_valid(cursor, actor, client, seen):
+        reset = bool(cursor_text)
+        cursor = _fresh_start(actor, client, seen)
+    changes: list[dict] = []
+    if cursor.backfill is None:
+        changes += _refresh_subset(actor, client, cursor, now)
+    if cursor.backfill is not None:
+        changes += _backfill(client, cursor, limit, allowed, now)
+    log_full = False
+    if cursor.backfill is None and len(changes) < limit:
+        found, log_full = _log(client, cursor, limit - len(changes), allowed, now, seen)
+        changes += found
+    client.last_pull_at = now
+    return {"cursor": cursor.encode(), "has_more": cursor.backfill is not None or log_full,
+            "reset": reset, "last_seq": client.last_seq, "changes": changes,
+            "server_time": to_json_value(now)}
+
+
+def _still_valid(cursor: Cursor | None, actor: Actor, client: SyncClient, seen: Horizon) -> bool:
+    if cursor is None or cursor.epoch != current_epoch() or cursor.scope != scope_key(actor):
+        return False
+    if cursor.gen > client.generation:  # generations this server never issued: a restore
+        return False
+    # A cursor beyond the end of the log comes from a database that has since been restored.
+    return (cursor.txid, min(cursor.seq, _END_OF_TRANSACTION)) <= seen.end
+
+
+def _fresh_start(actor: Actor, client: SyncClient, seen: Horizon) -> Cursor:
+    """Forget what the device held; it gets its whole subset again, then the log from now."""
+    db.session.execute(delete(SyncSubset).where(SyncSubset.client_id == client.client_id))
+    client.generation = 0
+    return Cursor(epoch=current_epoch(), scope=scope_key(actor), txid=seen.end[0],
+                  seq=seen.end[1], gen=0)
+
+
+def _refresh_subset(actor: Actor, client: SyncClient, cursor: Cursor, now) -> list[dict]:
+    """Patients that entered the subset start a backfill; those that left are evicted.
+
+    Generations the device never acknowledged (its answer was lost) are undone first, so
+    a repeated pull computes the same difference again.
+    """
+    held_by = SyncSubset.client_id == client.client_id
+    gen = cursor.gen
+    db.session.execute(delete(SyncSubset).where(held_by, SyncSubset.added_gen > gen))
+    db.session.execute(update(SyncSubset).where(held_by, SyncSubset.removed_gen > gen)
+                       .values(removed_gen=None))
+    db.session.execute(delete(SyncSubset).where(held_by, SyncSubset.removed_gen <= gen))
+    held = set(db.session.execute(select(SyncSubset.patient_id).where(
+        held_by, SyncSubset.removed_gen.is_(None))).scalars())
+    wanted = subset_patient_ids(actor, client.client_id, now)
+    entered, left = wanted - held, held - wanted
+    client.generation = gen
+    if not entered and not left:
+        return []
+    gen += 1
+    if entered:
+        db.session.execute(SyncSubset.__table__.insert(), [
+            {"client_id": client.client_id, "patient_id": pid, "added_gen": gen}
+            for pid in sorted(entered)])
+        cursor.backfill = (0, "")
+    if left:
+        db.session.execute(update(SyncSubset).where(
+            held_by, SyncSubset.removed_gen.is_(None), SyncSubset.patient_id.in_(left))
+            .values(removed_gen=gen))
+    client.generation = cursor.gen = gen
+    return [{"op": "evict", "entity": "patient", "id": pid} for pid in sorted(left)]
+
+
+def _backfill(client: SyncClient, cursor: Cursor, limit: int, allowed, now) -> list[dict]:
+    """The current records of the patients that entered at this generation, page by page."""
+    entered = select(SyncSubset.patient_id).where(
+        SyncSubset.client_id == client.client_id, SyncSubset.added_gen == cursor.gen)
+    index, after = cursor.backfill
+    out: list[dict] = []
+    room = limit
+    while index < len(BACKFILL_ORDER) and room > 0:
+        entity = BACKFILL_ORDER[index]
+        model = ENTITY_MODELS[entity]
+        owner = model.id if entity == "patient" else model.patient_id
+        query = (select(model).where(owner.in_(entered), model.id > after)
+                 .order_by(model.id).limit(room))
+        if entity in _EAGER:
+            query = query.options(_EAGER[entity])
+        rows = db.session.execute(query).scalars().all()
+        for row in rows:
+            record = for_device(entity, row.to_record(), allowed, now)
+            if record is not None:
+                out.append({"op": "put", "entity": entity, "id": row.id,
+                            "version": row.version, "record": record})
+        room -= len(rows)
+        if room > 0:  # this entity is done
+            index, after = index + 1, ""
+        else:
+            after = rows[-1].id
+    cursor.backfill = (index, after) if index < len(BACKFILL_ORDER) else None
+    return out
+
+
+def _log(client: SyncClient, cursor: Cursor, room: int, allowed, now,
+         seen: Horizon) -> tuple[list[dict], bool]:
+    held = select(SyncSubset.patient_id).where(SyncSubset.client_id == client.client_id,
+                                               SyncSubset.removed_gen.is_(None))
+    query = (select(ChangeLog.txid, ChangeLog.seq, ChangeLog.entity, ChangeLog.entity_id,
+                    ChangeLog.version, EntityHistory.record)
+             .join(EntityHistory, and_(EntityHistory.entity == ChangeLog.entity,
+                                       EntityHistory.entity_id == ChangeLog.entity_id,
+                                       EntityHistory.version == ChangeLog.version))
+             .where(tuple_(ChangeLog.txid, ChangeLog.seq) > tuple_(cursor.txid, cursor.seq),
+                    ChangeLog.patient_id.in_(held))
+             .order_by(ChangeLog.txid, ChangeLog.seq).limit(room))
+    if seen.below is not None:
+        query = query.where(ChangeLog.txid < seen.below)
+    rows = db.session.execute(query).all()
+    full = len(rows) == room
+    cursor.txid, cursor.seq = (rows[-1].txid, rows[-1].seq) if full else seen.end
+    latest: dict[tuple[str, str], dict] = {}
+    for row in rows:
+        record = for_device(row.entity, row.record, allowed, now)
+        if record is None:
+            continue
+        key = (row.entity, row.entity_id)
+        latest.pop(key, None)  # a later version in the same page replaces the earlier one
+        latest[key] = {"op": "put", "entity": row.entity, "id": row.entity_id,
+                       "version": row.version, "record": record}
+    return list(latest.values()), full

@@ -1,0 +1,87 @@
+"""Push: each client's mutations applied exactly once, in the order the device made them."""
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from app.extensions import db
+from app.models import MutationResult, SyncClient
+from app.models.types import utcnow
+from app.services import audit
+from app.services.actor import Actor
+from app.services.apply import apply
+from app.services.results import DUPLICATE, REJECTED, Mutation, Result
+
+
+def push_batch(actor: Actor, client: SyncClient, wire_mutations: list[dict]) -> tuple[int, dict]:
+    """Apply the batch in seq order; the caller commits results, last_seq and effects together.
+
+    A seq at or below last_seq is a resend and gets its stored answer; the next seq applies;
+    a gap stops the batch (409) after everything before it, which the caller still commits.
+    """
+    results: list[Result] = []
+    new: list[tuple[Mutation, Result]] = []
+    gap_at: int | None = None
+    for body in wire_mutations:
+        mutation = Mutation.from_wire(body, client.client_id)
+        if mutation.seq <= client.last_seq:
+            result = _resent(mutation, client.client_id)
+        elif mutation.seq == client.last_seq + 1:
+            result = apply(mutation, actor, source="sync")
+            client.last_seq = mutation.seq
+            if result.status != DUPLICATE:
+                new.append((mutation, result))
+        else:
+            gap_at = mutation.seq
+            break
+        result.seq = mutation.seq
+        results.append(result)
+    client.last_push_at = utcnow()
+    _audit(actor, client.client_id, new)
+    response = {"results": [r.to_wire() for r in results], "last_seq": client.last_seq}
+    if gap_at is None:
+        return 200, response
+    expected = client.last_seq + 1
+    return 409, {"error": "out_of_order", "expected_seq": expected,
+                 "message": f"Mutation seq {gap_at} arrived before seq {expected}. Nothing from "
+                            f"seq {gap_at} on was applied; send again from seq {expected}.",
+                 **response}
+
+
+def _resent(mutation: Mutation, client_id: str) -> Result:
+    stored = db.session.get(MutationResult, mutation.mid)
+    if stored is not None:
+        if stored.payload_hash != mutation.payload_hash():
+            return _reject(mutation, "mid_reused",
+                           "This mutation id was already used for a different change.")
+        # A rejected mutation stays rejected: calling a resend of it a duplicate would read
+        # as if it had been applied.
+        status = REJECTED if stored.status == REJECTED else DUPLICATE
+        return Result.from_stored(stored.result, status)
+    holder = db.session.execute(select(MutationResult.mid).where(
+        MutationResult.client_id == client_id, MutationResult.seq == mutation.seq)).scalar()
+    detail = "another mutation" if holder else "a mutation whose result is no longer kept"
+    return _reject(mutation, "seq_reused",
+                   f"Sequence number {mutation.seq} was already used by {detail}. This "
+                   "mutation was not applied; give it the next free sequence number.")
+
+
+def _reject(mutation: Mutation, code: str, message: str) -> Result:
+    return Result(mid=mutation.mid, status=REJECTED, entity=mutation.entity,
+                  entity_id=mutation.entity_id, error={"code": code, "message": message})
+
+
+def _audit(actor: Actor, client_id: str, new: list[tuple[Mutation, Result]]) -> None:
+    """One event per newly answered mutation; raises AuditUnavailable, and then nothing commits."""
+    audit.append([audit.AuditEntry(
+        action=f"mutation.{m.type}", outcome=r.status, user_id=actor.user_id,
+        username=actor.username, role=actor.role_names, clinic_id=actor.clinic_id,
+        patient_id=_patient_of(m, r), device=client_id, request_id=actor.request_id,
+        detail={"mid": m.mid, "seq": m.seq, "entity": m.entity, "entity_id": m.entity_id,
+                "error": (r.error or {}).get("code")}) for m, r in new])
+
+
+def _patient_of(mutation: Mutation, result: Result) -> str | None:
+    if mutation.entity == "patient":
+        return mutation.entity_id
+    record = result.record or {}
+    return record.get("patient_id") or mutation.data.get("patient_id")
