@@ -70,13 +70,32 @@ def build_config(instance_path: str, overrides: dict | None = None) -> dict:
         "SYNC_MAX_BATCH": int(env.get("SYNC_MAX_BATCH", "500")),
         "SYNC_PULL_LIMIT": int(env.get("SYNC_PULL_LIMIT", "1000")),
         "SYNC_WINDOW_DAYS": int(env.get("SYNC_WINDOW_DAYS", "180")),
+        # e.g. "observation=730,note=1825": how many days back each category goes to devices.
+        **({"SYNC_HISTORY_DAYS": _days_per_category(env["SYNC_HISTORY_DAYS"])}
+           if env.get("SYNC_HISTORY_DAYS") else {}),
+        "SYNC_PULL_SETTLE_SECONDS": float(env.get("SYNC_PULL_SETTLE_SECONDS", "1.0")),
         "SYNC_EVENTS_MAX_SECONDS": float(env.get("SYNC_EVENTS_MAX_SECONDS", "55")),
         "SYNC_EVENTS_KEEPALIVE_SECONDS": float(env.get("SYNC_EVENTS_KEEPALIVE_SECONDS", "15")),
         "SYNC_EVENTS_POLL_SECONDS": float(env.get("SYNC_EVENTS_POLL_SECONDS", "0.25")),
+        "SYNC_EVENTS_IDLE_SECONDS": float(env.get("SYNC_EVENTS_IDLE_SECONDS", "30")),
+        # When the device list in the console flags a device as at risk of losing data.
+        "SYNC_RISK_PENDING_HOURS": float(env.get("SYNC_RISK_PENDING_HOURS", "24")),
+        "SYNC_RISK_SILENT_DAYS": float(env.get("SYNC_RISK_SILENT_DAYS", "3")),
+        "SYNC_RISK_QUOTA_PERCENT": float(env.get("SYNC_RISK_QUOTA_PERCENT", "80")),
     }
     if overrides:
         config.update(overrides)
     return config
+
+
+def _days_per_category(text: str) -> dict[str, int]:
+    days = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, _, value = part.partition("=")
+        if not value.strip().isdigit():
+            raise ConfigError(f"SYNC_HISTORY_DAYS: {part!r} is not 'category=days'.")
+        days[name.strip()] = int(value)
+    return days
 
 
 def _normalise_url(url: str) -> str:

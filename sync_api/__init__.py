@@ -4,7 +4,8 @@ from __future__ import annotations
 import logging
 
 from flask import Blueprint, Flask, current_app, g, jsonify, request
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import InterfaceError, OperationalError
+from werkzeug.exceptions import BadRequest, MethodNotAllowed, RequestEntityTooLarge
 
 from app.extensions import csrf, db
 from app.models.records import to_json_value
@@ -17,7 +18,7 @@ from sync_api.clients import claim
 from sync_api.errors import SyncError
 from sync_api.pull import horizon, pull
 from sync_api.push import push_batch
-from sync_api.wire import HEARTBEAT_REQUEST, PULL_REQUEST, PUSH_REQUEST, check_mutations, json_body
+from sync_api.wire import HEARTBEAT_REQUEST, PULL_REQUEST, json_body, push_body
 
 log = logging.getLogger("clinic.sync")
 bp = Blueprint("sync", __name__, url_prefix="/sync/v1")
@@ -27,6 +28,17 @@ csrf.exempt(bp)  # browsers are checked in auth.current_actor; bearer clients ca
 def register_sync(app: Flask) -> None:
     app.register_blueprint(bp)
     events.init_app(app)
+
+    @app.after_request
+    def _allow_header(response):
+        # A wrong method fails in routing, before this blueprint is chosen, so the app's
+        # generic error page answers; a client still needs Allow to learn the right method.
+        failed = request.routing_exception
+        if (isinstance(failed, MethodNotAllowed) and failed.valid_methods
+                and request.path.startswith(bp.url_prefix + "/")
+                and "Allow" not in response.headers):
+            response.headers["Allow"] = ", ".join(sorted(failed.valid_methods))
+        return response
 
 
 @bp.before_request
@@ -40,6 +52,23 @@ def _sync_error(exc: SyncError):
     return jsonify(exc.body(g.get("request_id"))), exc.status, exc.headers
 
 
+@bp.errorhandler(RequestEntityTooLarge)
+def _too_large(_exc):
+    limit = current_app.config["SYNC_MAX_BODY_BYTES"]
+    return _sync_error(SyncError(
+        413, "too_large", f"The body is larger than this server accepts ({limit} bytes). "
+        "Nothing was applied; send the mutations in smaller batches.",
+        extra={"max_bytes": limit}))
+
+
+@bp.errorhandler(BadRequest)
+def _bad_request(exc):
+    # Werkzeug's own 400s (a form body that cannot be parsed, say) in the sync error shape.
+    message = "The request could not be read."
+    return _sync_error(SyncError(400, "invalid_request", f"{message} Nothing was applied.",
+                                 problems=[{"field": "", "message": exc.description or message}]))
+
+
 @bp.errorhandler(AuditUnavailable)
 def _audit_unavailable(exc):
     db.session.rollback()
@@ -47,7 +76,10 @@ def _audit_unavailable(exc):
     return _sync_error(_busy("The access log could not be written"))
 
 
-@bp.errorhandler(DBAPIError)
+# Only faults that pass (a lock wait, a lost connection, a serialization failure) get a 503
+# and a retry; a programming error stays a 500, so it is seen rather than retried forever.
+@bp.errorhandler(OperationalError)
+@bp.errorhandler(InterfaceError)
 def _database_fault(exc):
     db.session.rollback()
     log.warning("database fault during sync, answered 503: %s (request %s)", exc,
@@ -65,8 +97,7 @@ def _busy(what: str) -> SyncError:
 def push_route():
     actor = current_actor()
     require_clinical(actor)
-    body = json_body(PUSH_REQUEST)
-    check_mutations(body["mutations"])
+    body = push_body()
     client = claim(actor, body["client_id"], body.get("telemetry"))
     status, payload = push_batch(actor, client, body["mutations"])
     db.session.commit()

@@ -20,12 +20,11 @@ def current_actor() -> Actor:
     if header:
         scheme, _, secret = header.partition(" ")
         if scheme.lower() != "bearer" or not secret.strip():
-            raise SyncError(401, "unauthenticated", "Use 'Authorization: Bearer <token>'. "
-                            "Nothing was applied.")
+            raise _unauthenticated("Use 'Authorization: Bearer <token>'. Nothing was applied.")
         token = tokens.authenticate(secret.strip())
         if token is None:
-            raise SyncError(401, "unauthenticated", "This token is not valid, was revoked or "
-                            "belongs to a disabled account. Nothing was applied.")
+            raise _unauthenticated("This token is not valid, was revoked or belongs to a "
+                                   "disabled account. Nothing was applied.")
         user = token.user
         clinics = clinics_of(user)
         clinic_id = token.clinic_id if token.clinic_id in clinics else (clinics[0] if clinics else None)
@@ -34,8 +33,8 @@ def current_actor() -> Actor:
                      roles=roles_at(user, clinic_id), client_id=client_id,
                      request_id=g.get("request_id"))
     if not current_user.is_authenticated:
-        raise SyncError(401, "unauthenticated", "Your session has ended. Sign in again; "
-                        "nothing was applied and everything on the device is kept.")
+        raise _unauthenticated("Your session has ended. Sign in again; nothing was applied and "
+                               "everything on the device is kept.")
     if request.method == "POST" and current_app.config.get("WTF_CSRF_ENABLED", True):
         try:
             csrf.protect()
@@ -43,6 +42,12 @@ def current_actor() -> Actor:
             raise SyncError(403, "csrf_failed", "The request lacked a valid X-CSRFToken header. "
                             "Nothing was applied; reload the page and try again.") from None
     return current_user.actor(request_id=g.get("request_id"), client_id=client_id)
+
+
+def _unauthenticated(message: str) -> SyncError:
+    # A 401 names the scheme that would work (RFC 9110); Bearer never opens a browser dialog.
+    return SyncError(401, "unauthenticated", message,
+                     headers={"WWW-Authenticate": 'Bearer realm="sync"'})
 
 
 def require_clinical(actor: Actor) -> None:

@@ -6,6 +6,8 @@ import binascii
 import json
 from dataclasses import dataclass
 
+from app.domain.ids import is_uuid
+
 
 @dataclass
 class Cursor:
@@ -33,16 +35,22 @@ class Cursor:
         try:
             raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
             version, epoch, scope, txid, seq, gen, backfill = json.loads(raw)
-        except (ValueError, TypeError, binascii.Error):
+        except (ValueError, TypeError, binascii.Error, RecursionError):
             return None
-        if version != 1 or not all(isinstance(v, int) and not isinstance(v, bool)
-                                   for v in (txid, seq, gen)):
+        # The cursor is opaque but not signed: an edited one must not reach a query with a
+        # number no BIGINT column holds, or text (a NUL) no database takes.
+        if version != 1 or not all(_column_int(v) for v in (txid, seq, gen)):
             return None
         if not isinstance(epoch, str) or not isinstance(scope, str):
             return None
         if backfill is not None:
             if not (isinstance(backfill, list) and len(backfill) == 2
-                    and isinstance(backfill[0], int) and isinstance(backfill[1], str)):
+                    and _column_int(backfill[0]) and isinstance(backfill[1], str)
+                    and (backfill[1] == "" or is_uuid(backfill[1]))):
                 return None
             backfill = (backfill[0], backfill[1])
         return cls(epoch, scope, txid, seq, gen, backfill)
+
+
+def _column_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**63

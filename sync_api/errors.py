@@ -9,7 +9,8 @@ class SyncError(Exception):
         self.status = status
         self.code = code
         self.message = message
-        self.problems = problems or []
+        # A 400 always lists what to fix, even when only the whole body is wrong.
+        self.problems = problems or ([{"field": "", "message": message}] if status == 400 else [])
         self.extra = extra or {}
         self.headers = headers or {}
 

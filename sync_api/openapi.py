@@ -4,7 +4,8 @@ from __future__ import annotations
 import copy
 
 from app.domain.mutations import MUTATION_TYPES
-from sync_api.wire import HEARTBEAT_REQUEST, PULL_REQUEST, PUSH_MUTATION, PUSH_REQUEST, TELEMETRY
+from sync_api.wire import (HEARTBEAT_REQUEST, MAX_DEPTH, PULL_REQUEST, PUSH_MUTATION, PUSH_REQUEST,
+                           TELEMETRY)
 
 _REF = "#/components/schemas/"
 
@@ -47,10 +48,30 @@ PULL_RESPONSE = {"type": "object",
 HEARTBEAT_RESPONSE = {"type": "object", "required": ["last_seq", "server_time"], "properties": {
     "last_seq": {"type": "integer", "minimum": 0},
     "server_time": {"type": "string", "format": "date-time"}}}
+PROBLEM = {"type": "object", "required": ["field", "message"], "properties": {
+    "field": {"type": "string", "description": "Dotted path to the value; within a mutation, "
+                                              "relative to it; empty for the whole"},
+    "message": {"type": "string"},
+    "index": {"type": "integer", "minimum": 0,
+              "description": "The mutation's position in the batch (push only)"},
+    "mid": {"type": ["string", "null"], "description": "The mutation's mid, if it had one"}}}
 ERROR = {"type": "object", "required": ["error", "message"], "properties": {
-    "error": {"type": "string"}, "message": {"type": "string"},
+    "error": {"type": "string", "description": "A stable code: invalid_request, too_large, "
+              "too_many_mutations, unauthenticated, csrf_failed, forbidden, client_mismatch, "
+              "unavailable"},
+    "message": {"type": "string", "description": "What happened and what to do, for a person"},
     "request_id": {"type": "string"},
-    "problems": {"type": "array", "items": {"type": "object"}}}}
+    "problems": {"type": "array", "items": {"$ref": _REF + "Problem"},
+                 "description": "Every problem found (400 only)"},
+    "max_bytes": {"type": "integer", "description": "The body size limit (413 too_large)"},
+    "max_batch": {"type": "integer",
+                  "description": "Mutations one push may hold (413 too_many_mutations)"}}}
+
+TEXT_RULES = ("Besides its JSON Schema, a request body must be UTF-8 JSON without NaN or "
+              "Infinity, nested at most %d levels deep, with no U+0000 (NUL) in any string or "
+              "field name; anything else is a 400 listing where. A mutation's `data` must also "
+              "fit its type's schema, or the mutation is answered `rejected` with code "
+              "`invalid` (not a 400).")
 
 
 def _json(schema_name: str, description: str) -> dict:
@@ -62,7 +83,16 @@ def _errors(*statuses: int) -> dict:
     text = {400: "Malformed request; nothing applied", 401: "Not signed in; nothing applied",
             403: "Not allowed; nothing applied", 413: "Too large; nothing applied",
             503: "Busy or a transient fault; retry after Retry-After seconds"}
-    return {str(s): _json("Error", text[s]) for s in statuses}
+    answers = {str(s): _json("Error", text[s]) for s in statuses}
+    if 401 in statuses:
+        answers["401"]["headers"] = {"WWW-Authenticate": {
+            "description": "The scheme to use: Bearer", "required": True,
+            "schema": {"type": "string"}}}
+    if 503 in statuses:
+        answers["503"]["headers"] = {"Retry-After": {
+            "description": "Seconds to wait before sending again", "required": True,
+            "schema": {"type": "string"}}}
+    return answers
 
 
 def _post(summary: str, request: str, ok: str, extra: dict | None = None) -> dict:
@@ -82,7 +112,8 @@ def document() -> dict:
     return {
         "openapi": "3.1.0",
         "info": {"title": "Clinic record sync", "version": "1",
-                 "description": "Exactly-once, ordered push; gap-free pull; live pokes."},
+                 "description": "Exactly-once, ordered push; gap-free pull; live pokes. "
+                                + TEXT_RULES % MAX_DEPTH},
         "servers": [{"url": "/"}],
         "security": [{"bearer": []}, {"session": []}],
         "paths": {
@@ -97,7 +128,7 @@ def document() -> dict:
                 "summary": "Server-Sent Events: 'ready' and 'poke' mean pull now",
                 "responses": {"200": {"description": "An event stream",
                                       "content": {"text/event-stream": {"schema": {"type": "string"}}}},
-                              **_errors(401, 403)}}},
+                              **_errors(401, 403, 503)}}},
             "/sync/v1/openapi.json": {"get": {
                 "summary": "This document", "security": [],
                 "responses": {"200": {"description": "OpenAPI document",
@@ -114,6 +145,6 @@ def document() -> dict:
                 "PushResponse": PUSH_RESPONSE, "OutOfOrder": OUT_OF_ORDER, "Result": RESULT,
                 "PullRequest": PULL_REQUEST, "PullResponse": PULL_RESPONSE, "Change": CHANGE,
                 "HeartbeatRequest": HEARTBEAT_REQUEST, "HeartbeatResponse": HEARTBEAT_RESPONSE,
-                "Error": ERROR},
+                "Error": ERROR, "Problem": PROBLEM},
         },
     }

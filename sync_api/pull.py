@@ -9,7 +9,10 @@ so its seq order is already commit order (all its rows carry txid 0).
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
+
+from flask import current_app
 
 from sqlalchemy import and_, delete, func, select, text, tuple_, update
 from sqlalchemy.orm import selectinload
@@ -40,11 +43,26 @@ class Horizon:
 
 
 def horizon() -> Horizon:
-    """Read first, before this transaction writes anything, so it does not hold itself back."""
+    """Where the log may be read to now.
+
+    On PostgreSQL: below the oldest transaction still running in this database, other than
+    this pull's own (which writes no changes). Transaction ids are shared by the whole
+    cluster, so a long statement in another database (a backup, a DROP DATABASE) must
+    not hold every device's pull back; only this database's transactions can write the log.
+    """
     if db.session.get_bind().dialect.name == "postgresql":
-        xmin = db.session.execute(
-            text("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")).scalar_one()
-        return Horizon(below=xmin, end=(xmin - 1, _END_OF_TRANSACTION))
+        db.session.execute(text("SELECT pg_stat_clear_snapshot()"))  # fresh on every retry
+        row = db.session.execute(text(
+            "SELECT pg_snapshot_xmax(s)::text::bigint AS xmax,"
+            " ARRAY(SELECT x::text::bigint FROM pg_snapshot_xip(s) AS x"
+            "       WHERE x::text::bigint % 4294967296 IN ("
+            "         SELECT backend_xid::text::bigint FROM pg_stat_activity"
+            "         WHERE datname = current_database() AND backend_xid IS NOT NULL)"
+            " ) AS running,"
+            " pg_current_xact_id_if_assigned()::text::bigint AS own"
+            " FROM pg_current_snapshot() AS s")).one()
+        below = min([x for x in row.running if x != row.own] + [row.xmax])
+        return Horizon(below=below, end=(below - 1, _END_OF_TRANSACTION))
     last = db.session.execute(select(func.max(ChangeLog.seq))).scalar() or 0
     return Horizon(below=None, end=(0, last))
 
@@ -155,6 +173,13 @@ def _backfill(client: SyncClient, cursor: Cursor, limit: int, allowed, now) -> l
 
 def _log(client: SyncClient, cursor: Cursor, room: int, allowed, now,
          seen: Horizon) -> tuple[list[dict], bool]:
+    """The next changes in log order for the patients the device holds.
+
+    A change committed by a transaction younger than one still running is held back (it
+    sits above the horizon). When this device has such a change waiting, the pull waits a
+    moment for the older transaction to finish, so a device poked about a write gets it
+    in this pull rather than at its next timer.
+    """
     held = select(SyncSubset.patient_id).where(SyncSubset.client_id == client.client_id,
                                                SyncSubset.removed_gen.is_(None))
     query = (select(ChangeLog.txid, ChangeLog.seq, ChangeLog.entity, ChangeLog.entity_id,
@@ -165,13 +190,21 @@ def _log(client: SyncClient, cursor: Cursor, room: int, allowed, now,
              .where(tuple_(ChangeLog.txid, ChangeLog.seq) > tuple_(cursor.txid, cursor.seq),
                     ChangeLog.patient_id.in_(held))
              .order_by(ChangeLog.txid, ChangeLog.seq).limit(room))
-    if seen.below is not None:
-        query = query.where(ChangeLog.txid < seen.below)
-    rows = db.session.execute(query).all()
-    full = len(rows) == room
-    cursor.txid, cursor.seq = (rows[-1].txid, rows[-1].seq) if full else seen.end
+    give_up_at = time.monotonic() + current_app.config["SYNC_PULL_SETTLE_SECONDS"]
+    while True:
+        rows = db.session.execute(query).all()
+        ready = rows if seen.below is None else [r for r in rows if r.txid < seen.below]
+        held_back = len(ready) < len(rows)
+        if not held_back or time.monotonic() >= give_up_at:
+            break
+        time.sleep(0.02)
+        seen = horizon()
+    full = len(ready) == room
+    # Rows are in (txid, seq) order, so everything below the horizon came before the first
+    # row held back: the cursor may move to the horizon unless the page filled up first.
+    cursor.txid, cursor.seq = (ready[-1].txid, ready[-1].seq) if full else seen.end
     latest: dict[tuple[str, str], dict] = {}
-    for row in rows:
+    for row in ready:
         record = for_device(row.entity, row.record, allowed, now)
         if record is None:
             continue

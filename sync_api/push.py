@@ -9,7 +9,7 @@ from app.models.types import utcnow
 from app.services import audit
 from app.services.actor import Actor
 from app.services.apply import apply
-from app.services.results import DUPLICATE, REJECTED, Mutation, Result
+from app.services.results import DUPLICATE, REJECTED, Mutation, Result, patient_of
 
 
 def push_batch(actor: Actor, client: SyncClient, wire_mutations: list[dict]) -> tuple[int, dict]:
@@ -75,13 +75,7 @@ def _audit(actor: Actor, client_id: str, new: list[tuple[Mutation, Result]]) -> 
     audit.append([audit.AuditEntry(
         action=f"mutation.{m.type}", outcome=r.status, user_id=actor.user_id,
         username=actor.username, role=actor.role_names, clinic_id=actor.clinic_id,
-        patient_id=_patient_of(m, r), device=client_id, request_id=actor.request_id,
+        patient_id=patient_of(m, r), device=client_id, request_id=actor.request_id,
         detail={"mid": m.mid, "seq": m.seq, "entity": m.entity, "entity_id": m.entity_id,
                 "error": (r.error or {}).get("code")}) for m, r in new])
 
-
-def _patient_of(mutation: Mutation, result: Result) -> str | None:
-    if mutation.entity == "patient":
-        return mutation.entity_id
-    record = result.record or {}
-    return record.get("patient_id") or mutation.data.get("patient_id")

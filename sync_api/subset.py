@@ -87,6 +87,6 @@ def for_device(entity: str, record: dict, allowed: frozenset[str], now: datetime
 
 
 def _recent_enough(entity: str, record: dict, now: datetime) -> bool:
-    days = current_app.config.get("SYNC_HISTORY_DAYS", DEFAULT_HISTORY_DAYS).get(entity)
+    days = {**DEFAULT_HISTORY_DAYS, **current_app.config.get("SYNC_HISTORY_DAYS", {})}.get(entity)
     when = parse_datetime(record.get(_HISTORY_FIELD[entity]) or "")
     return days is None or when is None or when >= now - timedelta(days=days)

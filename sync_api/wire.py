@@ -1,6 +1,9 @@
 """The request bodies of /sync/v1, as JSON Schemas, and their checks with per-mutation problems."""
 from __future__ import annotations
 
+import json
+import math
+
 from flask import current_app, request
 
 from app.domain.mutations import ENVELOPE_SCHEMA
@@ -29,7 +32,8 @@ TELEMETRY = {"type": "object", "properties": TELEMETRY_FIELDS, "additionalProper
              "x-label": "Telemetry"}
 
 # A pushed mutation is the shared envelope plus the order it was made in.
-PUSH_MUTATION = {**ENVELOPE_SCHEMA, "required": [*ENVELOPE_SCHEMA["required"], "seq"]}
+PUSH_MUTATION = {**ENVELOPE_SCHEMA, "required": [*ENVELOPE_SCHEMA["required"], "seq"],
+                 "x-label": "Mutation"}
 
 PUSH_REQUEST = {
     "type": "object",
@@ -37,7 +41,9 @@ PUSH_REQUEST = {
     "properties": {
         "protocol": {"const": PROTOCOL, "x-label": "Protocol"},
         "client_id": CLIENT_ID,
-        "mutations": {"type": "array", "items": {"type": "object"}, "x-label": "Mutations"},
+        # Each item is checked on its own against PUSH_MUTATION, so its problems carry its
+        # index and mid; the OpenAPI document names that schema for the items.
+        "mutations": {"type": "array", "x-label": "Mutations"},
         "telemetry": TELEMETRY,
     },
     "additionalProperties": False,
@@ -66,33 +72,131 @@ HEARTBEAT_REQUEST = {
 }
 
 
+# Deeper than any request needs; bounded so nothing later recurses past Python's stack.
+MAX_DEPTH = 32
+# The largest integer a float holds exactly (and a browser's Number): 2.0 is read as 2.
+_EXACT = 2**53
+
+
+class _NotJSON(ValueError):
+    pass
+
+
 def json_body(schema: dict) -> dict:
     """The request's JSON object, or a 400 that lists every problem found."""
-    if not request.is_json:
-        raise SyncError(400, "invalid_request", "Send a JSON body with Content-Type "
-                        "application/json. Nothing was applied.")
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        raise SyncError(400, "invalid_request", "The body is not a JSON object. Nothing was "
-                        "applied.")
-    problems = [_protocol_problem(p) for p in validate(schema, body)]
-    if problems:
-        raise SyncError(400, "invalid_request", _summary(problems), problems=problems)
+    body = _read_object()
+    _raise_if(_text_problems(body, None) or _schema_problems(schema, body))
     return body
 
 
-def check_mutations(mutations: list) -> None:
-    """Every pushed mutation's envelope; problems name the mutation by index and id."""
+def push_body() -> dict:
+    """The push request, or a 413 for too many mutations, or a 400 listing every problem;
+    a mutation's problems name it by index and mid."""
+    body = _read_object()
+    mutations = body.get("mutations")
     limit = current_app.config["SYNC_MAX_BATCH"]
-    if len(mutations) > limit:
+    if isinstance(mutations, list) and len(mutations) > limit:
         raise SyncError(413, "too_many_mutations", f"A push holds at most {limit} mutations; "
                         f"this one has {len(mutations)}. Nothing was applied; send them in "
                         "smaller batches.", extra={"max_batch": limit})
-    problems = []
-    for index, mutation in enumerate(mutations):
-        mid = mutation.get("mid") if isinstance(mutation.get("mid"), str) else None
-        for problem in validate(PUSH_MUTATION, mutation):
-            problems.append({"index": index, "mid": mid, **problem.as_dict()})
+    problems = _text_problems(body, mutations if isinstance(mutations, list) else None)
+    if not problems:
+        problems = _schema_problems(PUSH_REQUEST, body)
+        for index, mutation in enumerate(mutations if isinstance(mutations, list) else []):
+            problems += [_of_mutation(mutations, index, problem.as_dict())
+                         for problem in validate(PUSH_MUTATION, mutation)]
+    _raise_if(problems)
+    return body
+
+
+def _read_object() -> dict:
+    if not request.is_json:
+        raise _invalid("Send a JSON body with Content-Type application/json.")
+    raw = request.get_data(cache=True)  # over SYNC_MAX_BODY_BYTES: RequestEntityTooLarge
+    try:
+        body = json.loads(raw, parse_float=_number, parse_constant=_not_json)
+    except (ValueError, RecursionError):
+        raise _invalid("The body is not valid JSON (UTF-8, no NaN or Infinity, numbers of "
+                       "at most 4300 digits).") from None
+    if not isinstance(body, dict):
+        raise _invalid("The body must be a JSON object.")
+    return body
+
+
+def _number(text: str) -> float | int:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _NotJSON(text)
+    return int(value) if value.is_integer() and abs(value) <= _EXACT else value
+
+
+def _not_json(text: str):
+    raise _NotJSON(text)
+
+
+def _invalid(message: str) -> SyncError:
+    return SyncError(400, "invalid_request", f"{message} Nothing was applied.",
+                     problems=[{"field": "", "message": message}])
+
+
+def _text_problems(body: dict, mutations: list | None) -> list[dict]:
+    """Nesting too deep, NUL characters and unpaired surrogates: valid JSON, but PostgreSQL
+    cannot store them (and a surrogate cannot be encoded at all), so they are refused here
+    rather than failing the transaction later. Inside `mutations`, a problem names its
+    mutation."""
+    problems: list[dict] = []
+    stack: list[tuple[list[str], object]] = [([], body)]
+    while stack:
+        path, value = stack.pop()
+        if len(path) > MAX_DEPTH:
+            problems.append(_at(mutations, path[:MAX_DEPTH],
+                                f"Nested more than {MAX_DEPTH} levels deep."))
+            continue
+        if isinstance(value, str) and not _storable(value):
+            problems.append(_at(mutations, path, "Contains a NUL character or an unpaired "
+                                                 "surrogate, which cannot be stored."))
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                if not _storable(key):
+                    problems.append(_at(mutations, path, "A field name contains a NUL "
+                                                         "character or an unpaired surrogate."))
+                    continue
+                stack.append(([*path, key], item))
+        elif isinstance(value, list):
+            stack.extend(([*path, str(i)], item) for i, item in enumerate(value))
+    unique = {(p.get("index"), p["field"]): p for p in problems}
+    return sorted(unique.values(), key=lambda p: (p.get("index", -1), p["field"]))
+
+
+def _storable(text: str) -> bool:
+    if "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _at(mutations: list | None, path: list[str], message: str) -> dict:
+    if mutations is not None and len(path) >= 2 and path[0] == "mutations":
+        return _of_mutation(mutations, int(path[1]),
+                            {"field": ".".join(path[2:]), "message": message})
+    return {"field": ".".join(path), "message": message}
+
+
+def _of_mutation(mutations: list, index: int, problem: dict) -> dict:
+    mutation = mutations[index]
+    mid = mutation.get("mid") if isinstance(mutation, dict) else None
+    return {"index": index, "mid": mid if isinstance(mid, str) and _storable(mid) else None,
+            **problem}
+
+
+def _schema_problems(schema: dict, body: dict) -> list[dict]:
+    return [_protocol_problem(p) for p in validate(schema, body)]
+
+
+def _raise_if(problems: list[dict]) -> None:
     if problems:
         raise SyncError(400, "invalid_request", _summary(problems), problems=problems)
 

@@ -1,11 +1,11 @@
-"""Command-line tools: `flask demo`, `flask tokens`, `flask audit`, `flask setup`."""
+"""Command-line tools: `flask demo`, `flask tokens`, `flask audit`, `flask setup`, `flask sync`."""
 from __future__ import annotations
 
 from flask import Flask
 
-from app.cli import audit_cmd, demo_cmd, setup_cmd, tokens_cmd
+from app.cli import audit_cmd, demo_cmd, setup_cmd, sync_cmd, tokens_cmd
 
 
 def register_cli(app: Flask) -> None:
-    for group in (demo_cmd.demo, tokens_cmd.tokens, audit_cmd.audit, setup_cmd.setup):
+    for group in (demo_cmd.demo, tokens_cmd.tokens, audit_cmd.audit, setup_cmd.setup, sync_cmd.sync):
         app.cli.add_command(group)

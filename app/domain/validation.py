@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timezone
 
 from jsonschema import Draft202012Validator, FormatChecker
 
@@ -33,7 +33,11 @@ def parse_datetime(value: str) -> datetime | None:
         return None
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError:
+        # Times are stored in UTC: one that leaves years 1-9999 there (9999-12-31T23:00-12:00)
+        # is as unusable as a malformed one.
+        if parsed.tzinfo is not None:
+            parsed.astimezone(timezone.utc)
+    except (ValueError, OverflowError):
         return None
     return parsed if parsed.tzinfo is not None else None
 

@@ -29,7 +29,7 @@ class SyncClient(db.Model):
     telemetry_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     user_agent: Mapped[str | None] = mapped_column(String(300))
 
-    user = relationship("User", lazy="joined")
+    user = relationship("User")
 
 
 class SyncSubset(db.Model):

@@ -29,7 +29,9 @@ def apply(mutation: Mutation, actor: Actor, source: str) -> Result:
         if stored.payload_hash != mutation.payload_hash():
             return _rejected(mutation, Rejection(
                 "mid_reused", "This mutation id was already used for a different change."))
-        return Result.from_stored(stored.result, DUPLICATE)
+        # A rejected mutation was never applied: sent again, it is rejected again.
+        return Result.from_stored(stored.result,
+                                  REJECTED if stored.status == REJECTED else DUPLICATE)
 
     try:
         with db.session.begin_nested():

@@ -21,6 +21,9 @@ def announce(clinic_id: str | None) -> None:
 
 @event.listens_for(Session, "before_commit")
 def _notify(session: Session) -> None:
+    # This also runs as each mutation's savepoint is released (apply()), so its NOTIFY is in
+    # the transaction before a later mutation of the batch can fail and roll its savepoint
+    # back: that rollback fires _forget, which must not cost the earlier ones their poke.
     clinics = session.info.pop(_PENDING, None)
     if not clinics:
         return

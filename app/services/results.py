@@ -91,3 +91,11 @@ class Rejection(Exception):
         if self.problems:
             error["problems"] = self.problems
         return error
+
+
+def patient_of(mutation: Mutation, result: Result) -> str | None:
+    """The patient a mutation concerns, for the audit log."""
+    if mutation.entity == "patient":
+        return mutation.entity_id
+    record = result.record or {}
+    return record.get("patient_id") or mutation.data.get("patient_id")

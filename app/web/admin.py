@@ -1,17 +1,20 @@
-"""Administration console: the organization's clinics, teams, users and roles, and the audit log."""
+"""Administration console: the organization's clinics, teams, users and roles, its devices,
+and the audit log."""
 from __future__ import annotations
 
 from datetime import datetime, timezone
 from functools import wraps
 
-from flask import Blueprint, abort, flash, redirect, request, session
+from flask import Blueprint, abort, current_app, flash, redirect, request, session
 from flask_login import current_user
 from sqlalchemy import and_, or_, select
 
+from app.contexts import devices
 from app.domain import roles as r
 from app.extensions import db
 from app.models import AuditEvent, Clinic, User
 from app.models.records import to_json_value
+from app.models.types import utcnow
 from app.services import admin as svc
 from app.web import auditing, sessions
 from app.web.access import _requires, admin_required, audit_viewer_required
@@ -395,3 +398,19 @@ def clinic_teams_post(clinic_id: str):
     db.session.commit()
     flash(f"The team {team.name} is added to {clinic.name}.", "success")
     return redirect("/admin/clinics", code=303)
+
+
+# --- Devices -----------------------------------------------------------------------------
+# Read-only: what each device last reported, so an administrator can act before data is lost.
+
+
+@bp.get("/devices")
+@admin_required
+def devices_get():
+    scope = _scope()
+    context = devices.devices_context(scope, request.args.get("clinic_id", "").strip()[:80],
+                                      utcnow(), devices.RiskLimits.from_config(current_app.config))
+    auditing.record("admin.device.list", detail={
+        "count": len(context["devices"]), "at_risk": context["at_risk_count"],
+        "clinic_id": context["clinic_id"] or None})
+    return render("admin/devices.html", context)

@@ -8,7 +8,7 @@ from app.domain.ids import derived_id, is_uuid, new_id
 from app.extensions import db
 from app.models import MutationResult
 from app.services.apply import apply
-from app.services.results import Mutation, Result
+from app.services.results import Mutation, Result, patient_of
 from app.web import auditing
 
 
@@ -52,7 +52,7 @@ def submit_many(mutations: list[Mutation], patient_id: str | None = None) -> lis
     if failed:
         db.session.rollback()
     entries = [auditing.entry(
-        f"mutation.{m.type}", outcome=r.status, patient_id=patient_id or _patient_of(m, r),
+        f"mutation.{m.type}", outcome=r.status, patient_id=patient_id or patient_of(m, r),
         detail={"mid": m.mid, "entity": m.entity, "entity_id": m.entity_id,
                 "error": (r.error or {}).get("code")}) for m, r in zip(mutations, results)]
     auditing.audit.append(entries)  # raises: then nothing is committed
@@ -60,9 +60,3 @@ def submit_many(mutations: list[Mutation], patient_id: str | None = None) -> lis
         db.session.commit()
     return results
 
-
-def _patient_of(mutation: Mutation, result: Result) -> str | None:
-    if mutation.entity == "patient":
-        return mutation.entity_id
-    record = result.record or {}
-    return record.get("patient_id") or mutation.data.get("patient_id")

@@ -106,6 +106,7 @@ MATRIX: dict[str, dict[str, str]] = {
     "admin.clinics_get": _only(ADMINS),
     "admin.clinics_post": _only({r.ORG_ADMIN}),       # a clinic administrator cannot add clinics
     "admin.clinic_teams_post": _only(ADMINS),
+    "admin.devices_get": _only(ADMINS),
 
     # Sync API: devices of clinical staff. Anyone not signed in gets 401 (JSON), never a
     # redirect to a sign-in page a sync client cannot show.

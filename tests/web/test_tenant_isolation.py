@@ -2,10 +2,10 @@
 
 Clinic B gets a patient whose every field holds a unique canary string, with a visit,
 readings, diagnosis, notes, an order and its dispense, an appointment, a consent and an
-open conflict. Every user of clinic A (every role) then requests every GET route of the
-app with clinic B's ids, searches for the canaries, and posts to every write route with
-clinic B's ids. No canary may appear in any answer, and clinic B's rows must be exactly as
-they were.
+open conflict, and a device that syncs there. Every user of clinic A (every role) then
+requests every GET route of the app with clinic B's ids, searches for the canaries, and
+posts to every write route with clinic B's ids. No canary may appear in any answer, and
+clinic B's rows must be exactly as they were.
 """
 from __future__ import annotations
 
@@ -20,8 +20,9 @@ from app.domain.stations import ACTIVE_STATIONS
 from app.extensions import db
 from app.models import (Appointment, ChangeLog, Clinic, Condition, Conflict, Consent,
                         MedicationDispense, MedicationRequest, Membership, Note, NoteAddendum,
-                        Observation, Patient, PatientIdentifier, Team, User, UserSession,
-                        Visit)
+                        Observation, Patient, PatientIdentifier, SyncClient, Team, User,
+                        UserSession, Visit)
+from app.models.types import utcnow
 
 pytestmark = pytest.mark.postgres
 
@@ -36,15 +37,17 @@ CANARIES = {
     "dose": "CanaryDoseB7x", "frequency": "CanaryFreqB7x", "appointment": "CanaryApptB7x",
     "signer": "CanarySignerB7x", "address_now": "CanaryAddressTwoB7x",
     "conflicting_address": "CanaryConflictB7x",
+    "device": "CanaryDeviceB7x", "app_version": "CanaryAppB7x",
+    "worker_version": "CanaryWorkerB7x",
 }
 PHONE_FORMS = (PHONE, "799 731 846", "799731846")
 # Patient-data ids in a URL: a clinic A user must get 404 (clinical roles) or 403 (others).
 RECORD_PARAMS = {"patient_id", "visit_id", "condition_id", "note_id", "request_id",
                  "appointment_id", "identifier_id", "conflict_id"}
-# An organization administrator reviews the whole organization's audit log by design
-# (app/web/admin.py audit_get: only other roles are limited to their clinic), so clinic B's
-# search terms in that log are not a leak for them.
-ORG_WIDE = {(r.ORG_ADMIN, "admin.audit_get")}
+# An organization administrator reviews the whole organization's audit log and devices by
+# design (app/web/admin.py audit_get and devices_get: only other roles are limited to their
+# clinic), so clinic B's search terms in that log and its devices are not a leak for them.
+ORG_WIDE = {(r.ORG_ADMIN, "admin.audit_get"), (r.ORG_ADMIN, "admin.devices_get")}
 
 
 @pytest.fixture
@@ -103,6 +106,15 @@ def clinic_b(world, write, register, client_for) -> dict:
     team = Team(id="0190f5a0-0000-7000-8000-00000000b7b7", clinic_id=world.clinics["B"].id,
                 name="Team B")
     db.session.add(team)
+    # A device of clinic B, at risk so that its reasons are on the page too.
+    db.session.add(SyncClient(
+        client_id=f"{c['device']}-0001", user_id=world.user(r.NURSE, "B").id,
+        clinic_id=world.clinics["B"].id, last_seq=0, generation=0, last_seen_at=utcnow(),
+        telemetry={"queue_depth": 7, "oldest_pending_at": "2026-01-01T10:00:00Z",
+                   "quarantine_count": 2, "storage_used": 95, "storage_quota": 100,
+                   "storage_persisted": False, "app_version": c["app_version"],
+                   "worker_version": c["worker_version"]},
+        telemetry_at=utcnow()))
     db.session.commit()
 
     # Clinic B's own staff at work, so the audit log holds their searches and reads too.
@@ -144,6 +156,8 @@ def snapshot(b: dict) -> dict:
         "membership": select(Membership.__table__).where(or_(
             Membership.clinic_id == clinic_id, Membership.user_id.in_(b_users))),
         "user": select(User.__table__).where(User.id.in_(b_users)),
+        "sync_client": select(SyncClient.__table__).where(SyncClient.clinic_id == clinic_id)
+        .order_by(SyncClient.client_id),
     }
     for model in (PatientIdentifier, Visit, Observation, Condition, Note, NoteAddendum,
                   MedicationRequest, MedicationDispense, Appointment, Consent):
@@ -191,6 +205,7 @@ def test_clinic_a_sees_nothing_of_clinic_b(app, world, clinic_b, client_for):
         ("admin.audit_get", f"/admin/audit?user={b_clerk}"),
         ("admin.audit_get", "/admin/audit?action=patient"),
         ("worklist.worklist_get", "/worklist/triage?since=x"),
+        ("admin.devices_get", f"/admin/devices?clinic_id={clinic_b['clinic_id']}"),
     ]
     searches = [CANARIES["given_name"], CANARIES["family_name"], CANARIES["identifier"],
                 "799731846", "canary"]

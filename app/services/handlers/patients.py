@@ -58,12 +58,16 @@ def register(ctx: WriteContext):
         check_identifier_free(ident["system"], ident["value"], None)
     patient = ctx.insert(Patient, {**_demographics(data), "clinic_id": clinic_id,
                                    "organization_id": ctx.actor.organization_id})
-    for n, ident in enumerate(identifiers):
-        db.session.add(PatientIdentifier(
-            id=derived_id(ctx.mutation.mid, f"identifier-{n}"), patient_id=patient.id,
-            system=ident["system"], value=ident["value"].strip(), active=True, version=1,
-            created_by=ctx.actor.user_id))
+    rows = [PatientIdentifier(
+        id=derived_id(ctx.mutation.mid, f"identifier-{n}"), patient_id=patient.id,
+        system=ident["system"], value=ident["value"].strip(), active=True, version=1,
+        created_by=ctx.actor.user_id) for n, ident in enumerate(identifiers)]
+    db.session.add_all(rows)
     db.session.flush()
+    # Each identifier is a record of its own on devices too: it needs its history and its
+    # place in the change log, like one added later.
+    for row in rows:
+        ctx.record(row, patient_id=patient.id, clinic_id=clinic_id)
     ctx.record(patient, patient_id=patient.id, clinic_id=clinic_id)
     return ctx.applied(patient)
 

@@ -1,0 +1,278 @@
+"""Push: exactly once, in each device's order, with results that survive a lost answer."""
+from __future__ import annotations
+
+import threading
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.exc import OperationalError
+
+from app.domain.ids import new_id
+from app.extensions import db
+from app.models import AuditEvent, MutationResult, Observation, Patient, SyncClient
+from app.services.audit import AuditUnavailable
+from sync_api.client import Reply, SyncClient as Device, Unreachable
+from tests.sync.builders import VITAL_TIME, observe, push_body, register, wire
+
+
+def observation_data(patient_id: str, value=72) -> dict:
+    return {"patient_id": patient_id, "code": "8867-4", "value": value, "unit": "/min",
+            "effective_at": VITAL_TIME}
+
+
+def count(model) -> int:
+    db.session.rollback()
+    return db.session.execute(select(func.count()).select_from(model)).scalar_one()
+
+
+def last_seq(client_id: str) -> int:
+    db.session.rollback()
+    return db.session.get(SyncClient, client_id).last_seq
+
+
+@pytest.fixture
+def patient_id(world, register):
+    return register(world.actor("registration_clerk"))
+
+
+@pytest.mark.postgres
+def test_a_devices_mutations_apply_in_order_and_last_seq_follows(device, world):
+    clerk = device("registration_clerk")
+    pid = register(clerk, world.clinics["A"].id)
+    clerk.queue("patient.update", "patient", pid, {"phone": "0700 111"}, base={"phone": None})
+    clerk.queue("patient.update", "patient", pid, {"phone": "0700 222"},
+                base={"phone": "0700 111"})
+    answers = clerk.push()
+    assert [a["status"] for a in answers] == ["applied", "applied", "applied"]
+    assert [a["seq"] for a in answers] == [1, 2, 3]
+    assert [a["version"] for a in answers] == [1, 2, 3]
+    db.session.rollback()
+    assert db.session.get(Patient, pid).phone == "0700 222"
+    assert last_seq(clerk.client_id) == 3
+    assert clerk.store.outbox == []
+
+
+@pytest.mark.postgres
+def test_a_resent_batch_is_answered_from_stored_results_and_applies_nothing_again(
+        transport_for, patient_id):
+    nurse = transport_for("nurse")
+    batch = push_body("tablet-0001", wire(new_id(), 1, "observation.record", "observation",
+                                          new_id(), observation_data(patient_id)))
+    first = nurse("POST", "/sync/v1/push", batch)
+    again = nurse("POST", "/sync/v1/push", batch)
+    assert first.status == again.status == 200
+    assert first.body["results"][0]["status"] == "applied"
+    replay = again.body["results"][0]
+    assert replay["status"] == "duplicate"
+    assert {k: replay[k] for k in ("mid", "seq", "version", "record")} == \
+        {k: first.body["results"][0][k] for k in ("mid", "seq", "version", "record")}
+    assert count(Observation) == 1
+    assert again.body["last_seq"] == 1
+
+
+class LosesAnswers:
+    """The request reaches the server and commits; the answer never reaches the device."""
+
+    def __init__(self, transport, lose: int):
+        self.transport, self.lose = transport, lose
+
+    def __call__(self, method, path, body) -> Reply:
+        reply = self.transport(method, path, body)
+        if self.lose > 0:
+            self.lose -= 1
+            raise Unreachable("connection reset after the request was sent")
+        return reply
+
+
+@pytest.mark.postgres
+def test_an_answer_lost_after_commit_is_given_again_on_retry(transport_for, patient_id):
+    device = Device(LosesAnswers(transport_for("nurse"), lose=1))
+    oid = observe(device, patient_id, value=88)
+    with pytest.raises(Unreachable):
+        device.push()
+    assert len(device.store.outbox) == 1  # the device cannot know it was applied
+    answers = device.push()
+    assert answers[0]["status"] == "duplicate"
+    assert answers[0]["record"]["value"] == 88
+    assert device.store.outbox == []
+    assert count(Observation) == 1
+    assert device.record("observation", oid)["value"] == 88
+
+
+@pytest.mark.postgres
+def test_a_gap_in_seq_answers_409_and_applies_nothing_after_it(transport_for, patient_id):
+    nurse = transport_for("nurse")
+    first = wire(new_id(), 1, "observation.record", "observation", new_id(),
+                 observation_data(patient_id, 60))
+    late = [wire(new_id(), seq, "observation.record", "observation", new_id(),
+                 observation_data(patient_id, 60 + seq)) for seq in (3, 4)]
+    reply = nurse("POST", "/sync/v1/push", push_body("tablet-0002", first, *late))
+    assert reply.status == 409
+    assert reply.body["error"] == "out_of_order"
+    assert reply.body["expected_seq"] == 2
+    assert [r["status"] for r in reply.body["results"]] == ["applied"]  # seq 1 was kept
+    assert count(Observation) == 1
+    assert last_seq("tablet-0002") == 1
+
+
+def test_the_same_mid_with_another_payload_is_rejected_as_mid_reused(transport_for, patient_id):
+    nurse = transport_for("nurse")
+    mid, oid = new_id(), new_id()
+    nurse("POST", "/sync/v1/push", push_body("tablet-0003", wire(
+        mid, 1, "observation.record", "observation", oid, observation_data(patient_id, 70))))
+    reply = nurse("POST", "/sync/v1/push", push_body("tablet-0003", wire(
+        mid, 2, "observation.record", "observation", oid, observation_data(patient_id, 99))))
+    result = reply.body["results"][0]
+    assert result["status"] == "rejected"
+    assert result["error"]["code"] == "mid_reused"
+    assert reply.body["last_seq"] == 2  # a rejection never blocks the queue
+    db.session.rollback()
+    assert db.session.get(Observation, oid).value_number == 70
+
+
+def test_a_used_seq_sent_with_another_mid_is_rejected_as_seq_reused(transport_for, patient_id):
+    nurse = transport_for("nurse")
+    nurse("POST", "/sync/v1/push", push_body("tablet-0004", wire(
+        new_id(), 1, "observation.record", "observation", new_id(), observation_data(patient_id))))
+    reply = nurse("POST", "/sync/v1/push", push_body("tablet-0004", wire(
+        new_id(), 1, "observation.record", "observation", new_id(), observation_data(patient_id))))
+    assert reply.body["results"][0]["status"] == "rejected"
+    assert reply.body["results"][0]["error"]["code"] == "seq_reused"
+    assert count(Observation) == 1
+
+
+@pytest.mark.postgres
+def test_a_rejected_mutation_advances_last_seq_and_the_next_one_applies(device, patient_id):
+    nurse = device("nurse")
+    observe(nurse, new_id())                 # an unknown patient: rejected for good
+    good = observe(nurse, patient_id, value=64)
+    answers = nurse.push()
+    assert [a["status"] for a in answers] == ["rejected", "applied"]
+    assert answers[0]["error"]["code"] == "not_found"
+    assert nurse.store.quarantine[0]["error"]["code"] == "not_found"
+    assert last_seq(nurse.client_id) == 2
+    assert nurse.record("observation", good)["value"] == 64
+    # Sent again, the rejection is repeated (it was never applied), not called a duplicate.
+    reply = nurse.transport("POST", "/sync/v1/push", push_body(
+        nurse.client_id, nurse.store.quarantine[0]["mutation"]))
+    assert reply.body["results"][0]["status"] == "rejected"
+
+
+def test_data_that_breaks_its_schema_is_rejected_per_mutation(device, patient_id):
+    nurse = device("nurse")
+    observe(nurse, patient_id, unit="")      # a unit is required
+    answers = nurse.push()
+    assert answers[0]["status"] == "rejected"
+    assert answers[0]["error"]["code"] == "invalid"
+    assert answers[0]["error"]["problems"][0]["field"] == "unit"
+    assert last_seq(nurse.client_id) == 1
+
+
+@pytest.mark.postgres
+def test_a_failed_audit_write_applies_nothing_and_answers_503(device, patient_id, monkeypatch):
+    nurse = device("nurse")
+    observe(nurse, patient_id)
+
+    def broken(_entries):
+        raise AuditUnavailable("audit database is down")
+    monkeypatch.setattr("app.services.audit.append", broken)
+    with pytest.raises(Unreachable) as failure:
+        nurse.push()
+    assert failure.value.retry_after == 2
+    assert count(Observation) == 0
+    assert db.session.execute(select(MutationResult).where(
+        MutationResult.client_id == nurse.client_id)).first() is None
+    assert db.session.get(SyncClient, nurse.client_id) is None  # not even the device row
+    monkeypatch.undo()
+    assert nurse.push()[0]["status"] == "applied"
+    assert count(Observation) == 1
+
+
+def test_a_database_fault_mid_batch_answers_503_with_retry_after_and_applies_nothing(
+        device, patient_id, monkeypatch):
+    nurse = device("nurse")
+    observe(nurse, patient_id, value=61)
+    observe(nurse, patient_id, value=62)
+    from app.services.handlers import HANDLERS
+    real = HANDLERS["observation.record"]
+    calls = []
+
+    def flaky(ctx):
+        calls.append(1)
+        if len(calls) == 2:
+            raise OperationalError("INSERT", {}, Exception("database is locked"))
+        return real(ctx)
+    monkeypatch.setitem(HANDLERS, "observation.record", flaky)
+    with pytest.raises(Unreachable):
+        nurse.push()
+    assert count(Observation) == 0
+    monkeypatch.undo()
+    assert [a["status"] for a in nurse.push()] == ["applied", "applied"]
+    assert count(Observation) == 2
+
+
+def test_a_client_id_belongs_to_one_user(transport_for, patient_id):
+    body = push_body("shared-tablet-1", wire(new_id(), 1, "observation.record", "observation",
+                                             new_id(), observation_data(patient_id)))
+    assert transport_for("nurse")("POST", "/sync/v1/push", body).status == 200
+    other = transport_for("clinician")("POST", "/sync/v1/push", body)
+    assert other.status == 403
+    assert other.body["error"] == "client_mismatch"
+
+
+def test_the_author_is_the_authenticated_user_not_the_claimed_one(transport_for, world,
+                                                                  patient_id):
+    oid = new_id()
+    transport_for("nurse")("POST", "/sync/v1/push", push_body("tablet-0005", wire(
+        new_id(), 1, "observation.record", "observation", oid, observation_data(patient_id),
+        author="clinician.a", client_ts="2020-01-01T00:00:00Z")))
+    db.session.rollback()
+    assert db.session.get(Observation, oid).created_by == world.user("nurse").id
+    stored = db.session.execute(select(MutationResult)).scalars().all()[-1]
+    assert stored.client_ts == "2020-01-01T00:00:00Z"  # kept as the device's claim
+
+
+def test_each_applied_mutation_is_audited_with_its_device(device, patient_id):
+    nurse = device("nurse")
+    observe(nurse, patient_id)
+    nurse.push()
+    db.engines["audit"].dispose()
+    with db.engines["audit"].connect() as conn:
+        event = conn.execute(select(AuditEvent).where(
+            AuditEvent.action == "mutation.observation.record")).one()
+    assert event.device == nurse.client_id
+    assert event.patient_id == patient_id
+    assert event.outcome == "applied"
+
+
+@pytest.mark.postgres
+def test_two_pushes_of_one_client_at_once_apply_each_mutation_once(app, transport_for,
+                                                                   patient_id):
+    batch = push_body("tablet-race", *[wire(new_id(), seq, "observation.record", "observation",
+                                            new_id(), observation_data(patient_id, 60 + seq))
+                                       for seq in range(1, 21)])
+    transports = [transport_for("nurse") for _ in range(2)]
+    replies: list[Reply] = []
+
+    def send(transport):
+        with app.app_context():
+            replies.append(transport("POST", "/sync/v1/push", batch))
+    threads = [threading.Thread(target=send, args=(t,)) for t in transports]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(r.status for r in replies) == [200, 200]
+    statuses = sorted(r.body["results"][0]["status"] for r in replies)
+    assert statuses == ["applied", "duplicate"]
+    assert count(Observation) == 20
+    assert last_seq("tablet-race") == 20
+
+
+def test_a_rejected_mutation_sent_again_at_a_new_seq_is_rejected_again(transport_for):
+    nurse = transport_for("nurse")
+    bad = wire(new_id(), 1, "observation.record", "observation", new_id(),
+               observation_data(new_id()))
+    reply = nurse("POST", "/sync/v1/push", push_body("tablet-0006", bad, {**bad, "seq": 2}))
+    assert [r["status"] for r in reply.body["results"]] == ["rejected", "rejected"]
+    assert reply.body["results"][1]["error"]["code"] == "not_found"
