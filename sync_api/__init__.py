@@ -5,6 +5,7 @@ import logging
 
 from flask import Blueprint, Flask, current_app, g, jsonify, request
 from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import BadRequest, MethodNotAllowed, RequestEntityTooLarge
 
 from app.extensions import csrf, db
@@ -80,6 +81,7 @@ def _audit_unavailable(exc):
 # and a retry; a programming error stays a 500, so it is seen rather than retried forever.
 @bp.errorhandler(OperationalError)
 @bp.errorhandler(InterfaceError)
+@bp.errorhandler(PoolTimeout)
 def _database_fault(exc):
     db.session.rollback()
     log.warning("database fault during sync, answered 503: %s (request %s)", exc,

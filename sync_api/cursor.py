@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import hmac
 import json
 from dataclasses import dataclass
 
@@ -37,8 +39,8 @@ class Cursor:
             version, epoch, scope, txid, seq, gen, backfill = json.loads(raw)
         except (ValueError, TypeError, binascii.Error, RecursionError):
             return None
-        # The cursor is opaque but not signed: an edited one must not reach a query with a
-        # number no BIGINT column holds, or text (a NUL) no database takes.
+        # Signed cursors are checked before this; still, nothing read here may reach a query
+        # with a number no BIGINT column holds, or text (a NUL) no database takes.
         if version != 1 or not all(_column_int(v) for v in (txid, seq, gen)):
             return None
         if not isinstance(epoch, str) or not isinstance(scope, str):
@@ -54,3 +56,26 @@ class Cursor:
 
 def _column_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**63
+
+
+def seal(cursor: Cursor, key: bytes) -> str:
+    """The cursor as the device sees it, signed so an edited one is refused.
+
+    An edited cursor could otherwise restart a backfill of patients the device was told to
+    evict. The key includes the client id: a cursor is only good for the device it was
+    given to.
+    """
+    body = cursor.encode()
+    return f"{body}.{_mac(body, key)}"
+
+
+def unseal(text: str | None, key: bytes) -> Cursor | None:
+    body, _, mac = (text or "").rpartition(".")
+    if not body or not hmac.compare_digest(mac, _mac(body, key)):
+        return None
+    return Cursor.decode(body)
+
+
+def _mac(body: str, key: bytes) -> str:
+    digest = hmac.new(key, body.encode(), hashlib.sha256).digest()[:18]
+    return base64.urlsafe_b64encode(digest).decode()

@@ -22,7 +22,7 @@ from app.models import ENTITY_MODELS, ChangeLog, EntityHistory, Note, Patient, S
 from app.models.records import to_json_value
 from app.models.types import utcnow
 from app.services.actor import Actor
-from sync_api.cursor import Cursor
+from sync_api.cursor import Cursor, seal, unseal
 from sync_api.epoch import current_epoch
 from sync_api.subset import allowed_categories, for_device, scope_key, subset_patient_ids
 
@@ -32,6 +32,7 @@ BACKFILL_ORDER = ("patient", "patient_identifier", "visit", "appointment", "obse
                   "medication_dispense", "consent")
 _EAGER = {"patient": selectinload(Patient.identifiers), "note": selectinload(Note.addenda)}
 _END_OF_TRANSACTION = 2**62  # a seq above any real one: "all of this txid"
+PULL_APPLICATION = "clinic-sync-pull"
 
 
 @dataclass
@@ -51,16 +52,20 @@ def horizon() -> Horizon:
     not hold every device's pull back; only this database's transactions can write the log.
     """
     if db.session.get_bind().dialect.name == "postgresql":
+        # Pulls write no changes, so they need not wait for one another: marked, they are
+        # left out of every pull's horizon (a poke makes a whole clinic pull at once).
+        db.session.execute(text(f"SET LOCAL application_name = '{PULL_APPLICATION}'"))
         db.session.execute(text("SELECT pg_stat_clear_snapshot()"))  # fresh on every retry
         row = db.session.execute(text(
             "SELECT pg_snapshot_xmax(s)::text::bigint AS xmax,"
             " ARRAY(SELECT x::text::bigint FROM pg_snapshot_xip(s) AS x"
             "       WHERE x::text::bigint % 4294967296 IN ("
             "         SELECT backend_xid::text::bigint FROM pg_stat_activity"
-            "         WHERE datname = current_database() AND backend_xid IS NOT NULL)"
+            "         WHERE datname = current_database() AND backend_xid IS NOT NULL"
+            "         AND application_name IS DISTINCT FROM :pulling)"
             " ) AS running,"
             " pg_current_xact_id_if_assigned()::text::bigint AS own"
-            " FROM pg_current_snapshot() AS s")).one()
+            " FROM pg_current_snapshot() AS s"), {"pulling": PULL_APPLICATION}).one()
         below = min([x for x in row.running if x != row.own] + [row.xmax])
         return Horizon(below=below, end=(below - 1, _END_OF_TRANSACTION))
     last = db.session.execute(select(func.max(ChangeLog.seq))).scalar() or 0
@@ -71,7 +76,8 @@ def pull(actor: Actor, client: SyncClient, cursor_text: str | None, limit: int,
          seen: Horizon) -> dict:
     now = utcnow()
     allowed = allowed_categories(actor.roles)
-    cursor = Cursor.decode(cursor_text)
+    key = f"{current_app.config['SECRET_KEY']}|{client.client_id}".encode()
+    cursor = unseal(cursor_text, key)
     reset = False
     if not _still_valid(cursor, actor, client, seen):
         reset = bool(cursor_text)
@@ -80,13 +86,13 @@ def pull(actor: Actor, client: SyncClient, cursor_text: str | None, limit: int,
     if cursor.backfill is None:
         changes += _refresh_subset(actor, client, cursor, now)
     if cursor.backfill is not None:
-        changes += _backfill(client, cursor, limit, allowed, now)
-    log_full = False
+        changes += _backfill(client, cursor, max(limit - len(changes), 1), allowed, now)
+    more_in_log = cursor.backfill is None
     if cursor.backfill is None and len(changes) < limit:
-        found, log_full = _log(client, cursor, limit - len(changes), allowed, now, seen)
+        found, more_in_log = _log(client, cursor, limit - len(changes), allowed, now, seen)
         changes += found
     client.last_pull_at = now
-    return {"cursor": cursor.encode(), "has_more": cursor.backfill is not None or log_full,
+    return {"cursor": seal(cursor, key), "has_more": cursor.backfill is not None or more_in_log,
             "reset": reset, "last_seq": client.last_seq, "changes": changes,
             "server_time": to_json_value(now)}
 
@@ -144,7 +150,8 @@ def _refresh_subset(actor: Actor, client: SyncClient, cursor: Cursor, now) -> li
 def _backfill(client: SyncClient, cursor: Cursor, limit: int, allowed, now) -> list[dict]:
     """The current records of the patients that entered at this generation, page by page."""
     entered = select(SyncSubset.patient_id).where(
-        SyncSubset.client_id == client.client_id, SyncSubset.added_gen == cursor.gen)
+        SyncSubset.client_id == client.client_id, SyncSubset.added_gen == cursor.gen,
+        SyncSubset.removed_gen.is_(None))
     index, after = cursor.backfill
     out: list[dict] = []
     room = limit
@@ -209,7 +216,8 @@ def _log(client: SyncClient, cursor: Cursor, room: int, allowed, now,
         if record is None:
             continue
         key = (row.entity, row.entity_id)
-        latest.pop(key, None)  # a later version in the same page replaces the earlier one
+        # A later version in the same page replaces the earlier one where it stood, so a
+        # parent still comes before the records that point at it.
         latest[key] = {"op": "put", "entity": row.entity, "id": row.entity_id,
                        "version": row.version, "record": record}
     return list(latest.values()), full

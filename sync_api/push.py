@@ -10,6 +10,7 @@ from app.services import audit
 from app.services.actor import Actor
 from app.services.apply import apply
 from app.services.results import DUPLICATE, REJECTED, Mutation, Result, patient_of
+from sync_api.subset import allowed_categories, for_device
 
 
 def push_batch(actor: Actor, client: SyncClient, wire_mutations: list[dict]) -> tuple[int, dict]:
@@ -37,7 +38,7 @@ def push_batch(actor: Actor, client: SyncClient, wire_mutations: list[dict]) -> 
         results.append(result)
     client.last_push_at = utcnow()
     _audit(actor, client.client_id, new)
-    response = {"results": [r.to_wire() for r in results], "last_seq": client.last_seq}
+    response = {"results": [_for_device(r, actor) for r in results], "last_seq": client.last_seq}
     if gap_at is None:
         return 200, response
     expected = client.last_seq + 1
@@ -47,10 +48,26 @@ def push_batch(actor: Actor, client: SyncClient, wire_mutations: list[dict]) -> 
                  **response}
 
 
+def _for_device(result: Result, actor: Actor) -> dict:
+    """An answer carries the record as the device may hold it, like a pull would."""
+    body = result.to_wire()
+    now = utcnow()
+    allowed = allowed_categories(actor.roles)
+    if body.get("record") is not None:
+        record = for_device(result.entity, body["record"], allowed, now)
+        if record is None:
+            del body["record"]
+        else:
+            body["record"] = record
+    if body.get("conflict") and body.get("record") is None:
+        body["conflict"] = {**body["conflict"], "server": {}}
+    return body
+
+
 def _resent(mutation: Mutation, client_id: str) -> Result:
     stored = db.session.get(MutationResult, mutation.mid)
     if stored is not None:
-        if stored.payload_hash != mutation.payload_hash():
+        if stored.payload_hash != mutation.payload_hash() or stored.client_id != client_id:
             return _reject(mutation, "mid_reused",
                            "This mutation id was already used for a different change.")
         # A rejected mutation stays rejected: calling a resend of it a duplicate would read

@@ -26,7 +26,8 @@ def check_envelope(body: dict) -> list[dict]:
 def apply(mutation: Mutation, actor: Actor, source: str) -> Result:
     stored = db.session.get(MutationResult, mutation.mid)
     if stored is not None:
-        if stored.payload_hash != mutation.payload_hash():
+        # Another device's mutation id (or a form's) is not this device's to replay.
+        if stored.payload_hash != mutation.payload_hash() or stored.client_id != mutation.client_id:
             return _rejected(mutation, Rejection(
                 "mid_reused", "This mutation id was already used for a different change."))
         # A rejected mutation was never applied: sent again, it is rejected again.

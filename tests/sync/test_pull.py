@@ -293,3 +293,12 @@ def test_history_depth_is_configurable_per_category(monkeypatch, tmp_path):
     monkeypatch.setenv("SYNC_HISTORY_DAYS", "observation=a month")
     with pytest.raises(ConfigError):
         build_config(str(tmp_path), {})
+
+
+def test_a_cursor_is_good_only_for_the_device_it_was_given_to(world, register, device):
+    register(world.actor("registration_clerk"))
+    first, second = device("nurse"), device("nurse")
+    first.pull()
+    reply = second.transport("POST", "/sync/v1/pull", {
+        "protocol": 1, "client_id": second.client_id, "cursor": first.store.cursor})
+    assert reply.body["reset"] is True

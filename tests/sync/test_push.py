@@ -276,3 +276,25 @@ def test_a_rejected_mutation_sent_again_at_a_new_seq_is_rejected_again(transport
     reply = nurse("POST", "/sync/v1/push", push_body("tablet-0006", bad, {**bad, "seq": 2}))
     assert [r["status"] for r in reply.body["results"]] == ["rejected", "rejected"]
     assert reply.body["results"][1]["error"]["code"] == "not_found"
+
+
+def test_answers_carry_records_as_the_device_may_hold_them(device, world, register):
+    pid = register(world.actor("registration_clerk"), identifiers=[
+        {"system": "national-id", "value": "NID-SECRET"}, {"system": "mrn", "value": "MRN-9"}])
+    nurse = device("nurse")
+    nurse.queue("patient.update", "patient", pid, {"phone": "0733 333"}, base={"phone": None})
+    answer = nurse.push()[0]
+    assert answer["status"] == "applied"
+    assert [i["system"] for i in answer["record"]["identifiers"]] == ["mrn"]
+    assert "NID-SECRET" not in str(nurse.store.rows)
+
+
+def test_another_devices_mutation_id_is_not_replayed_to_this_one(transport_for, patient_id):
+    mid, oid = new_id(), new_id()
+    mutation = wire(mid, 1, "observation.record", "observation", oid,
+                    observation_data(patient_id))
+    transport_for("nurse")("POST", "/sync/v1/push", push_body("tablet-0007", mutation))
+    other = transport_for("nurse")("POST", "/sync/v1/push", push_body("tablet-0008", mutation))
+    assert other.body["results"][0]["status"] == "rejected"
+    assert other.body["results"][0]["error"]["code"] == "mid_reused"
+    assert "record" not in other.body["results"][0]
