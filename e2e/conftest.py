@@ -11,16 +11,14 @@ import os
 import re
 import secrets
 import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import sync_playwright
+
+from tests import gunicorn
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -50,12 +48,6 @@ def pytest_runtest_makereport(item, call):
     # new_context's teardown reads these to decide whether to keep screenshots.
     setattr(item, f"_e2e_report_{report.when}", report)
     return report
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _flask(env: dict, *args: str) -> str:
@@ -94,7 +86,7 @@ class LiveServer:
         self.tmp = tmp
         self.env = env
         self.users = users
-        self.port = _free_port()
+        self.port = gunicorn.free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
         self._logs: list = []
@@ -128,41 +120,13 @@ class LiveServer:
         err = open(self.tmp / f"gunicorn-{self._starts}.err", "w")
         self._logs += [out, err]
         self.stderr_path = Path(err.name)
-        self.proc = subprocess.Popen(
-            [
-                sys.executable, "-m", "gunicorn",
-                "-w", "2", "--threads", "4",
-                "-b", f"127.0.0.1:{self.port}",
-                # The default control socket is one path per user: parallel servers would clash.
-                "--no-control-socket",
-                "app:create_app()",
-            ],
-            cwd=ROOT,
-            env=self.env,
-            stdout=out,
-            stderr=err,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,  # own process group, so workers die with the master
-        )
+        self.proc = gunicorn.spawn(self.env, self.port, out, err, "-w", "2", "--threads", "4")
         self._wait_ready()
 
     def _wait_ready(self) -> None:
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        last_error = None
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                last_error = f"gunicorn exited with {self.proc.returncode}"
-                break
-            try:
-                with urllib.request.urlopen(self.url + "/login", timeout=2) as resp:
-                    if resp.status == 200:
-                        return
-                    last_error = f"GET /login answered {resp.status}"
-            except urllib.error.HTTPError as e:
-                last_error = f"GET /login answered {e.code}"
-            except (urllib.error.URLError, OSError) as e:
-                last_error = repr(e)
-            time.sleep(0.1)
+        last_error = gunicorn.wait_until_serving(self.proc, self.port, STARTUP_TIMEOUT_S)
+        if last_error is None:
+            return
         self.stop()
         for f in self._logs:
             f.flush()
@@ -176,16 +140,8 @@ class LiveServer:
     def stop(self, sig: int = signal.SIGTERM) -> None:
         """Stop the server; afterwards connections to .url are refused."""
         proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        try:
-            os.killpg(proc.pid, sig)
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
-        except ProcessLookupError:
-            proc.wait(timeout=10)
+        if proc is not None:
+            gunicorn.stop(proc, sig)
 
     def restart(self) -> None:
         """Kill the server outright (as a crash would) and start it again on the same port."""

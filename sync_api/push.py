@@ -8,8 +8,8 @@ from app.models import MutationResult, SyncClient
 from app.models.types import utcnow
 from app.services import audit
 from app.services.actor import Actor
-from app.services.apply import apply
-from app.services.results import DUPLICATE, REJECTED, Mutation, Result, patient_of
+from app.services.apply import apply, rejected_result
+from app.services.results import DUPLICATE, REJECTED, Mutation, Rejection, Result, patient_of
 from sync_api.subset import allowed_categories, for_device
 
 
@@ -83,8 +83,7 @@ def _resent(mutation: Mutation, client_id: str) -> Result:
 
 
 def _reject(mutation: Mutation, code: str, message: str) -> Result:
-    return Result(mid=mutation.mid, status=REJECTED, entity=mutation.entity,
-                  entity_id=mutation.entity_id, error={"code": code, "message": message})
+    return rejected_result(mutation, Rejection(code, message))
 
 
 def _audit(actor: Actor, client_id: str, new: list[tuple[Mutation, Result]]) -> None:

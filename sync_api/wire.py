@@ -35,41 +35,25 @@ TELEMETRY = {"type": "object", "properties": TELEMETRY_FIELDS, "additionalProper
 PUSH_MUTATION = {**ENVELOPE_SCHEMA, "required": [*ENVELOPE_SCHEMA["required"], "seq"],
                  "x-label": "Mutation"}
 
-PUSH_REQUEST = {
-    "type": "object",
-    "required": ["protocol", "client_id", "mutations"],
-    "properties": {
-        "protocol": {"const": PROTOCOL, "x-label": "Protocol"},
-        "client_id": CLIENT_ID,
-        # Each item is checked on its own against PUSH_MUTATION, so its problems carry its
-        # index and mid; the OpenAPI document names that schema for the items.
-        "mutations": {"type": "array", "x-label": "Mutations"},
-        "telemetry": TELEMETRY,
-    },
-    "additionalProperties": False,
-}
-PULL_REQUEST = {
-    "type": "object",
-    "required": ["protocol", "client_id"],
-    "properties": {
-        "protocol": {"const": PROTOCOL, "x-label": "Protocol"},
-        "client_id": CLIENT_ID,
-        "cursor": {"type": ["string", "null"], "maxLength": 2000, "x-label": "Cursor"},
-        "limit": {"type": "integer", "minimum": 1, "maximum": 5000, "x-label": "Limit"},
-        "telemetry": TELEMETRY,
-    },
-    "additionalProperties": False,
-}
-HEARTBEAT_REQUEST = {
-    "type": "object",
-    "required": ["protocol", "client_id"],
-    "properties": {
-        "protocol": {"const": PROTOCOL, "x-label": "Protocol"},
-        "client_id": CLIENT_ID,
-        "telemetry": TELEMETRY,
-    },
-    "additionalProperties": False,
-}
+def _request(required: tuple[str, ...] = (), **properties: dict) -> dict:
+    """A request body: the protocol and the client's id, telemetry if it has some, and more."""
+    return {
+        "type": "object",
+        "required": ["protocol", "client_id", *required],
+        "properties": {"protocol": {"const": PROTOCOL, "x-label": "Protocol"},
+                       "client_id": CLIENT_ID, **properties, "telemetry": TELEMETRY},
+        "additionalProperties": False,
+    }
+
+
+# Each pushed mutation is checked on its own against PUSH_MUTATION, so its problems carry its
+# index and mid; the OpenAPI document names that schema for the items.
+PUSH_REQUEST = _request(("mutations",),
+                        mutations={"type": "array", "x-label": "Mutations"})
+PULL_REQUEST = _request(
+    cursor={"type": ["string", "null"], "maxLength": 2000, "x-label": "Cursor"},
+    limit={"type": "integer", "minimum": 1, "maximum": 5000, "x-label": "Limit"})
+HEARTBEAT_REQUEST = _request()
 
 
 # Deeper than any request needs; bounded so nothing later recurses past Python's stack.

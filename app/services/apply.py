@@ -28,7 +28,7 @@ def apply(mutation: Mutation, actor: Actor, source: str) -> Result:
     if stored is not None:
         # Another device's mutation id (or a form's) is not this device's to replay.
         if stored.payload_hash != mutation.payload_hash() or stored.client_id != mutation.client_id:
-            return _rejected(mutation, Rejection(
+            return rejected_result(mutation, Rejection(
                 "mid_reused", "This mutation id was already used for a different change."))
         # A rejected mutation was never applied: sent again, it is rejected again.
         return Result.from_stored(stored.result,
@@ -38,11 +38,11 @@ def apply(mutation: Mutation, actor: Actor, source: str) -> Result:
         with db.session.begin_nested():
             result = _apply_new(mutation, actor)
     except Rejection as rejection:
-        result = _rejected(mutation, rejection)
+        result = rejected_result(mutation, rejection)
     except IntegrityError as exc:
         # A constraint the handlers did not foresee: the same mutation would break it on
         # every resend, so it is answered for good instead of blocking the device's queue.
-        result = _rejected(mutation, Rejection(
+        result = rejected_result(mutation, Rejection(
             "integrity", "This change contradicts records already on the server and was not "
             f"applied ({type(exc.orig).__name__})."))
     except SQLAlchemyError:
@@ -72,6 +72,7 @@ def _apply_new(mutation: Mutation, actor: Actor) -> Result:
     return HANDLERS[mutation.type](WriteContext(mutation, actor, mtype))
 
 
-def _rejected(mutation: Mutation, rejection: Rejection) -> Result:
+def rejected_result(mutation: Mutation, rejection: Rejection) -> Result:
+    """The answer to a mutation that will never apply as sent."""
     return Result(mid=mutation.mid, status=REJECTED, entity=mutation.entity,
                   entity_id=mutation.entity_id, error=rejection.as_error(), seq=mutation.seq)

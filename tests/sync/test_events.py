@@ -10,10 +10,7 @@ import http.client
 import json
 import os
 import queue
-import signal
-import socket
 import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -30,6 +27,7 @@ from app.domain.ids import new_id
 from app.extensions import db
 from app.models import Clinic, Membership, Organization, User
 from app.services import tokens
+from tests import gunicorn
 from tests.conftest import BASE_OVERRIDES, PG_URL, hashed_password, pg_databases
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -298,52 +296,21 @@ def _seed(main_url: str, audit_url: str) -> tuple[str, dict[str, str]]:
     return clinic_a, secrets
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextmanager
 def _gunicorn(env: dict, log_path: Path):
-    """A gunicorn server like the Procfile's (gthread); its whole process group dies after."""
-    port = _free_port()
+    """A server like the Procfile's (gthread), serving before this yields, gone after."""
+    port = gunicorn.free_port()
     with open(log_path, "w") as log_file:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "--worker-class", "gthread", "--threads", "8",
-             "--bind", f"127.0.0.1:{port}", "--graceful-timeout", "2", "--no-control-socket",
-             "app:create_app()"],
-            cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True)
+        proc = gunicorn.spawn(env, port, log_file, subprocess.STDOUT, "--worker-class",
+                              "gthread", "--threads", "8", "--graceful-timeout", "2")
         try:
-            yield proc, port
+            problem = gunicorn.wait_until_serving(proc, port)
+            if problem:
+                pytest.fail(f"gunicorn on port {port} did not start ({problem}):\n"
+                            f"{log_path.read_text()[-4000:]}", pytrace=False)
+            yield port
         finally:
-            _kill(proc)
-
-
-def _kill(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
-    except ProcessLookupError:
-        proc.wait(timeout=10)
-
-
-def _wait_until_serving(proc: subprocess.Popen, port: int, log_path: Path) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/login", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
-            pass
-        time.sleep(0.1)
-    pytest.fail(f"gunicorn on port {port} did not start:\n{log_path.read_text()[-4000:]}",
-                pytrace=False)
+            gunicorn.stop(proc)
 
 
 def _http_chunks(port: int, token: str):
@@ -375,9 +342,7 @@ def test_a_push_to_one_server_pokes_a_device_listening_on_another(pg_template, t
                "DATABASE_URL": _database_url(main), "AUDIT_DATABASE_URL": _database_url(audit),
                "SYNC_EVENTS_KEEPALIVE_SECONDS": "0.2", "SYNC_EVENTS_MAX_SECONDS": "60"}
         logs = tmp_path / "one.log", tmp_path / "two.log"
-        with _gunicorn(env, logs[0]) as (one, one_port), _gunicorn(env, logs[1]) as (two, two_port):
-            _wait_until_serving(one, one_port, logs[0])
-            _wait_until_serving(two, two_port, logs[1])
+        with _gunicorn(env, logs[0]) as one_port, _gunicorn(env, logs[1]) as two_port:
             colleague = Stream(_http_chunks(two_port, secrets["nurse.a"]))
             elsewhere = Stream(_http_chunks(two_port, secrets["nurse.b"]))
             try:

@@ -21,10 +21,10 @@ def app_overrides():
     return {"SYNC_PULL_SETTLE_SECONDS": 0.0}  # never wait: a skip would show at once
 
 
-@pytest.fixture
-def postgres_only(backend):
-    if backend != "postgresql":
-        pytest.skip("SQLite has one writer at a time: its commits cannot interleave")
+@pytest.fixture(params=["postgresql"])
+def backend(request):
+    """PostgreSQL only: SQLite has one writer at a time, so its commits cannot interleave."""
+    return request.param
 
 
 def observation(patient_id: str, value: int) -> Mutation:
@@ -66,7 +66,7 @@ class OpenWrite(threading.Thread):
 
 
 def test_a_change_committed_after_a_later_seq_is_still_delivered(
-        app, postgres_only, world, register, device):
+        app, world, register, device):
     pid = register(world.actor("registration_clerk"))
     nurse = device("nurse")
     nurse.pull()
@@ -86,7 +86,7 @@ def test_a_change_committed_after_a_later_seq_is_still_delivered(
 
 
 def test_an_older_transaction_writing_last_is_still_delivered(
-        app, postgres_only, world, register, device):
+        app, world, register, device):
     pid = register(world.actor("registration_clerk"))
     nurse = device("nurse")
     nurse.pull()
@@ -108,7 +108,7 @@ def test_an_older_transaction_writing_last_is_still_delivered(
 
 
 def test_many_writers_committing_in_random_order_while_a_device_pulls(
-        app, postgres_only, world, register, device):
+        app, world, register, device):
     pid = register(world.actor("registration_clerk"))
     nurse = device("nurse")
     nurse.pull()
