@@ -64,6 +64,9 @@ def build_config(instance_path: str, overrides: dict | None = None) -> dict:
         "SIGN_IN_RATE_LIMIT": env.get("SIGN_IN_RATE_LIMIT", "20 per minute"),
         "ACCOUNT_LOCKOUT_FAILURES": int(env.get("ACCOUNT_LOCKOUT_FAILURES", "8")),
         "ACCOUNT_LOCKOUT_MINUTES": int(env.get("ACCOUNT_LOCKOUT_MINUTES", "15")),
+        # Mixed into the service worker's version: a deploy that changes only configuration
+        # or data can still make every device take the new worker.
+        "APP_RELEASE": env.get("APP_RELEASE", ""),
         "APPOINTMENT_SLOT_CAPACITY": int(env.get("APPOINTMENT_SLOT_CAPACITY", "4")),
         "MAX_CONTENT_LENGTH": 2 * 1024 * 1024,
         "SYNC_MAX_BODY_BYTES": int(env.get("SYNC_MAX_BODY_BYTES", str(16 * 1024 * 1024))),

@@ -120,7 +120,7 @@ class LiveServer:
         err = open(self.tmp / f"gunicorn-{self._starts}.err", "w")
         self._logs += [out, err]
         self.stderr_path = Path(err.name)
-        self.proc = gunicorn.spawn(self.env, self.port, out, err, "-w", "2", "--threads", "4")
+        self.proc = gunicorn.spawn(self.env, self.port, out, err, "-w", "2", "--threads", "12")
         self._wait_ready()
 
     def _wait_ready(self) -> None:
@@ -165,6 +165,10 @@ def live_server(tmp_path_factory):
         DATABASE_URL=f"sqlite:///{tmp}/clinic.db",
         AUDIT_DATABASE_URL=f"sqlite:///{tmp}/audit.db",
         PYTHONUNBUFFERED="1",
+        # Every open page holds a live-update stream, and a page that navigated away frees its
+        # thread only when the next keepalive fails to send: tests navigate far more often
+        # than people do, so keepalives are frequent here and threads plentiful.
+        SYNC_EVENTS_KEEPALIVE_SECONDS="3",
     )
     _flask(env, "db", "upgrade")
     users = _parse_users(_flask(env, "demo", "seed", "--patients", "30", "--json"))

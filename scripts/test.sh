@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The project's test command: bash scripts/test.sh [pytest args...]
-# Sets up .venv, Debian's Chromium (for e2e/) and a throwaway PostgreSQL cluster
+# Sets up .venv, Debian's Chromium (for e2e/), node (for the worker's modules) and a throwaway PostgreSQL cluster
 # (exported as TEST_POSTGRES_URL), then runs pytest from the repository root.
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
@@ -17,6 +17,12 @@ if [ ! -x /usr/bin/chromium ]; then
   is_root || die "/usr/bin/chromium is missing; install Debian's chromium package (apt-get install chromium) and rerun"
   log "installing chromium…"
   apt_install chromium
+fi
+if ! command -v node >/dev/null; then
+  # The service worker's modules are checked against their Python twins under node.
+  is_root || die "node is missing; install Debian's nodejs package (apt-get install nodejs) and rerun"
+  log "installing node…"
+  apt_install nodejs
 fi
 if [ ! -x "$PGBIN/initdb" ]; then
   is_root || die "$PGBIN/initdb is missing; install Debian's postgresql-15 package and rerun"

@@ -32,7 +32,7 @@ def _vitals(observations: list[Observation]) -> list[dict]:
             by_code.setdefault(obs.code, []).append(obs)
     rows = []
     for vital in VITALS:
-        series = sorted(by_code.get(vital.code, []), key=lambda o: o.effective_at)
+        series = sorted(by_code.get(vital.code, []), key=lambda o: (o.effective_at, o.id))
         if not series:
             continue
         latest = series[-1]
@@ -41,6 +41,12 @@ def _vitals(observations: list[Observation]) -> list[dict]:
                      "count": len(series),
                      "trend": trend_points([o.value_number for o in series])})
     return rows
+
+
+def history_context(patient: Patient) -> dict:
+    """The demographics' changes, newest first. Kept on the server: devices hold only the
+    current record, so the chart links here instead of showing it."""
+    return {"patient": patient_summary(patient.to_record()), "history": _history(patient)}
 
 
 def _history(patient: Patient) -> list[dict]:
@@ -64,8 +70,9 @@ def _history(patient: Patient) -> list[dict]:
 def chart_context(patient: Patient, roles: frozenset[str], clinic_id: str | None) -> dict:
     pid = patient.id
     def rows(model, *order):
+        # The id breaks ties, so the service worker's twin lists records in the same order.
         return list(db.session.execute(select(model).where(model.patient_id == pid)
-                                       .order_by(*order)).scalars())
+                                       .order_by(*order, model.id.desc())).scalars())
     visits = rows(Visit, Visit.started_at.desc())
     observations = rows(Observation, Observation.effective_at.desc())
     conditions = rows(Condition, Condition.created_at.desc())
@@ -93,7 +100,6 @@ def chart_context(patient: Patient, roles: frozenset[str], clinic_id: str | None
         "patient": {**patient_summary(record), "address": record.get("address"),
                     "clinic_name": clinics.get(patient.clinic_id, ""),
                     "created_at": record["created_at"], "updated_at": record["updated_at"]},
-        "history": _history(patient),
         # Only a visit at this clinic can be moved from here; others show in the visit list.
         "open_visit": next((visit_dict(v) for v in visits
                             if v.status == "in-progress" and v.clinic_id == clinic_id), None),

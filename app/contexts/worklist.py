@@ -16,7 +16,7 @@ def worklist_context(clinic_id: str, station: str) -> dict:
         select(Visit, Patient).join(Patient, Patient.id == Visit.patient_id)
         .where(Visit.clinic_id == clinic_id, Visit.station == station,
                Visit.status == "in-progress")
-        .order_by(Visit.station_since)).all()
+        .order_by(Visit.station_since, Visit.id)).all()
     fingerprint = hashlib.sha256(
         "|".join(f"{v.id}:{v.version}:{p.version}" for v, p in rows).encode()).hexdigest()[:16]
     return {

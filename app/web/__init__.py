@@ -11,7 +11,7 @@ from flask_login import current_user
 from app.database import reset_write_intent, set_write_intent
 from app.extensions import db, htmx, login_manager
 from app.services.audit import AuditUnavailable
-from app.web import admin, auth, clinical, conflicts, patients, worklist
+from app.web import admin, auth, clinical, conflicts, offline, patients, worklist
 from app.web.filters import FILTERS
 from app.web.rendering import render
 from app.web.sessions import load
@@ -37,7 +37,7 @@ ERROR_TEXT = {
 def register_web(app: Flask) -> None:
     for name, func in FILTERS.items():
         app.jinja_env.filters[name] = func
-    for module in (auth, patients, clinical, worklist, conflicts, admin):
+    for module in (auth, patients, clinical, worklist, conflicts, admin, offline):
         app.register_blueprint(module.bp)
 
     login_manager.user_loader(load)

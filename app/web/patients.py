@@ -5,7 +5,7 @@ from flask import Blueprint, flash, redirect, request
 from flask_login import current_user
 from sqlalchemy import select
 
-from app.contexts.chart import chart_context
+from app.contexts.chart import chart_context, history_context
 from app.contexts.common import patient_summary
 from app.contexts.search import search_context, search_patients
 from app.domain.duplicates import LIKELY_DUPLICATE_SCORE, likeness
@@ -98,6 +98,14 @@ def patient_get(patient_id: str):
     context = chart_context(patient, current_user.roles, current_user.clinic_id)
     auditing.record("patient.read", patient_id=patient.id)
     return render("patients/chart.html", {**context, "mid": new_id()})
+
+
+@bp.get("/patients/<patient_id>/history")
+@clinical_required
+def patient_history_get(patient_id: str):
+    patient = visible_patient_or_404(patient_id)
+    auditing.record("patient.read", patient_id=patient.id, detail={"page": "history"})
+    return render("patients/history.html", history_context(patient))
 
 
 @bp.get("/patients/<patient_id>/edit")

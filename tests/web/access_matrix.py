@@ -60,6 +60,7 @@ MATRIX: dict[str, dict[str, str]] = {
     "patients.patients_new_get": _only(CLINICAL),
     "patients.patients_new_post": _only(CLINICAL),
     "patients.patient_get": _only(CLINICAL),
+    "patients.patient_history_get": _only(CLINICAL),
     "patients.patient_edit_get": _only(CLINICAL),
     "patients.patient_edit_post": _only(CLINICAL),
     "patients.patient_identifiers_post": _only(CLINICAL),
@@ -115,4 +116,13 @@ MATRIX: dict[str, dict[str, str]] = {
     "sync.heartbeat_route": _only(CLINICAL, anonymous=UNAUTHENTICATED),
     "sync.events_route": _only(CLINICAL, anonymous=UNAUTHENTICATED),
     "sync.openapi_route": PUBLIC,
+
+    # The offline app: the worker's script, manifest and templates hold no patient data and
+    # are fetched before anyone signs in; the session and device page follow the person.
+    "offline.service_worker_get": PUBLIC,
+    "offline.manifest_get": PUBLIC,
+    "offline.templates_get": PUBLIC,
+    "offline.session_get": SIGNED_IN,
+    "offline.device_get": SIGNED_IN,
+    "offline.device_discarded_post": _only(CLINICAL),
 }

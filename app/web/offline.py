@@ -1,0 +1,170 @@
+"""What the service worker needs from the server to run the app with no network.
+
+Its own script, stamped with the version of everything it caches; the web app manifest; the
+shared templates it renders with; and the signed-in person's session (who, where, what they
+may do), which it keeps so pages render offline exactly as the server would render them.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from flask import Blueprint, Response, current_app, g, jsonify, request
+from flask_login import current_user, login_required
+from sqlalchemy import func, select
+
+from app.contexts.common import allowed_types
+from app.domain import roles as r
+from app.domain.mutations import IDENTIFIER_SYSTEMS, SEXES, schemas_for_browser
+from app.domain.stations import ACTIVE_STATIONS, STATION_LABELS, next_stations, STATIONS
+from app.domain.vitals import VITALS
+from app.extensions import db
+from app.models import ENTITY_MODELS, Clinic, User
+from app.models.records import to_json_value
+from app.models.types import utcnow
+from app.web import auditing
+from app.web.access import clinical_required
+from app.web.rendering import render, shell_context
+from app.web.shared_templates import shared_template_sources
+
+bp = Blueprint("offline", __name__)
+
+# Everything the worker caches at install, besides the templates bundle (versioned below).
+SHELL_ASSETS = ("css/*.css", "js/*.js", "vendor/*.js", "idb/*.js", "sw/*.js", "icons/*.png")
+VERSION_MARK = "__SHELL_VERSION__"
+ASSETS_MARK = "__SHELL_ASSETS__"
+
+
+def _static_root() -> Path:
+    return Path(current_app.static_folder)
+
+
+def shell_assets() -> list[str]:
+    root = _static_root()
+    return sorted("/static/" + p.relative_to(root).as_posix()
+                  for pattern in SHELL_ASSETS for p in root.glob(pattern))
+
+
+def shell_version() -> str:
+    """A hash of every byte the worker serves from its cache, and of the release name.
+
+    It is written into the worker's own script, so any change to the shell changes the
+    worker's bytes, and the browser installs the new worker next time it checks.
+    """
+    digest = hashlib.sha256(current_app.config.get("APP_RELEASE", "").encode())
+    root = _static_root()
+    for name in ["sw.js", *[a.removeprefix("/static/") for a in shell_assets()]]:
+        digest.update(name.encode() + b"\0" + (root / name).read_bytes())
+    digest.update(json.dumps(shared_template_sources(), sort_keys=True).encode())
+    return digest.hexdigest()[:20]
+
+
+@bp.get("/sw.js")
+def service_worker_get():
+    source = (_static_root() / "sw.js").read_text()
+    version = shell_version()
+    assets = [*shell_assets(), f"/app/templates.json?v={version}", "/manifest.webmanifest"]
+    body = (source.replace(VERSION_MARK, version)
+            .replace(ASSETS_MARK, json.dumps(assets)))
+    # The browser checks for a new worker at most this often; no-cache makes every check real.
+    return Response(body, mimetype="text/javascript",
+                    headers={"Cache-Control": "no-cache", "Service-Worker-Allowed": "/"})
+
+
+@bp.get("/manifest.webmanifest")
+def manifest_get():
+    icons = [{"src": f"/static/icons/{kind}-{size}.png", "sizes": f"{size}x{size}",
+              "type": "image/png", "purpose": "maskable" if kind == "maskable" else "any"}
+             for kind in ("icon", "maskable") for size in (192, 512)]
+    manifest = {"name": "Clinic record", "short_name": "Clinic", "id": "/", "start_url": "/",
+                "scope": "/", "display": "standalone", "orientation": "any",
+                "background_color": "#f5f7f9", "theme_color": "#1b5e7a",
+                "description": "The clinic's patient record, working with or without a network.",
+                "icons": icons}
+    return Response(json.dumps(manifest), mimetype="application/manifest+json",
+                    headers={"Cache-Control": "no-cache"})
+
+
+@bp.get("/app/templates.json")
+def templates_get():
+    # Templates hold no patient data; the worker fetches them at install, before sign-in.
+    return jsonify(version=shell_version(), sources=shared_template_sources())
+
+
+@bp.get("/app/session.json")
+@login_required
+def session_get():
+    """Who is signed in on this device, and all the page furniture the worker needs to render
+    their pages the way the server does."""
+    roles = current_user.roles
+    shell = shell_context()
+    shell.pop("messages", None)
+    clinical = r.can_read_patients(roles) and bool(current_user.clinic_id)
+    org = current_user.user.organization_id
+    people = {row.id: row.display_name for row in db.session.execute(
+        select(User.id, User.display_name).where(User.organization_id == org))}
+    clinics = {c.id: c.name for c in db.session.execute(
+        select(Clinic).where(Clinic.organization_id == org)).scalars()}
+    return jsonify(
+        user_id=current_user.user.id,
+        clinic_id=current_user.clinic_id,
+        offline=clinical,
+        home_station=r.home_station(roles) if clinical else None,
+        shell=shell,
+        can=allowed_types(roles),
+        people=people,
+        clinics=clinics,
+        stations={"active": list(ACTIVE_STATIONS), "all": list(STATIONS), "labels": STATION_LABELS,
+                  "next": {s: next_stations(s) for s in STATIONS}},
+        vitals=[{"field": v.field, "label": v.label, "unit": v.unit, "code": v.code,
+                 "min": v.minimum, "max": v.maximum, "step": v.step} for v in VITALS],
+        sexes=list(SEXES),
+        identifier_systems=list(IDENTIFIER_SYSTEMS),
+        schemas=schemas_for_browser(),
+        shell_version=shell_version(),
+        server_time=to_json_value(utcnow()),
+        subset_estimate=_subset_estimate(request.args.get("client_id", "")) if clinical else 0,
+    )
+
+
+def _subset_estimate(client_id: str) -> int:
+    """About how many records the device's first sync brings, for its progress bar."""
+    # sync_api imports app.web, so importing it when this module loads would be circular.
+    from sync_api.pull import BACKFILL_ORDER
+    from sync_api.subset import subset_patient_ids
+    actor = current_user.actor(request_id=g.get("request_id"), client_id=client_id or None)
+    patients = subset_patient_ids(actor, client_id, utcnow())
+    if not patients:
+        return 0
+    total = len(patients)
+    ids = list(patients)
+    for entity in BACKFILL_ORDER[1:]:
+        model = ENTITY_MODELS[entity]
+        for start in range(0, len(ids), 500):  # stay under SQLite's bound-parameter limit
+            total += db.session.execute(select(func.count()).select_from(model).where(
+                model.patient_id.in_(ids[start:start + 500]))).scalar_one()
+    return total
+
+
+@bp.get("/device")
+@login_required
+def device_get():
+    # The worker renders this page from what the device holds; the server cannot see a
+    # device's queue, so without the worker the page says so.
+    return render("device/status.html", {"device": None})
+
+
+@bp.post("/device/discarded")
+@clinical_required
+def device_discarded_post():
+    """A person discarded a change the server had refused: recorded in the audit log."""
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict) or not isinstance(body.get("mid"), str):
+        return jsonify(error="invalid", message="Send the discarded mutation's mid."), 400
+    detail = {key: str(body[key])[:200] for key in
+              ("mid", "type", "entity", "entity_id", "error_code", "request_id", "client_id")
+              if body.get(key) is not None}
+    patient_id = body.get("patient_id") if isinstance(body.get("patient_id"), str) else None
+    auditing.record("mutation.discarded", patient_id=patient_id, detail=detail)
+    return jsonify(recorded=True, request_id=g.get("request_id"))

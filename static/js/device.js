@@ -1,0 +1,119 @@
+// @ts-check
+// The page's side of the offline app: installs the service worker, tells it who is signed in,
+// relays the server's live pokes and the browser's connectivity to it, and shows its state:
+// the sync badge, the first sync's progress, storage, and a warning before signing out with
+// changes not yet sent.
+
+const worker = navigator.serviceWorker;
+const userId = document.querySelector('meta[name="clinic-user"]')?.getAttribute("content") || "";
+/** @type {any} */
+let lastStatus = null;
+
+function send(message) {
+  if (worker && worker.controller) worker.controller.postMessage(message);
+  else if (worker) worker.ready.then((registration) => registration.active && registration.active.postMessage(message));
+}
+
+function plural(n, one, many) {
+  return `${n} ${n === 1 ? one : many}`;
+}
+
+function showStatus(status) {
+  lastStatus = status;
+  // On the root element, which survives boosted navigations: tests and styles read them.
+  document.documentElement.dataset.syncState = status.state;
+  document.documentElement.dataset.offlineReady = status.initial && status.initial.done ? "yes" : "no";
+  const badge = document.getElementById("sync-badge");
+  if (badge) {
+    const words = {
+      synced: "Synced",
+      pending: `${plural(status.pending, "change", "changes")} to send`,
+      offline: status.pending ? `Offline · ${plural(status.pending, "change", "changes")} kept here` : "Offline",
+      attention: status.needs_sign_in ? "Sign in again to send changes" : `${plural(status.quarantined, "change needs", "changes need")} attention`,
+    };
+    badge.dataset.state = status.state;
+    badge.textContent = words[status.state] || "";
+    badge.hidden = false;
+    const storage = status.storage || {};
+    const parts = [];
+    if (status.last_synced_at) parts.push(`Last synced ${new Date(status.last_synced_at).toLocaleTimeString()}`);
+    if (storage.used != null && storage.quota) parts.push(`Storage ${Math.round(storage.used / 1048576)} MB of ${Math.round(storage.quota / 1048576)} MB`);
+    if (storage.persisted === false) parts.push("Storage is not persistent: the browser may clear it when space runs low");
+    badge.title = parts.join(" · ");
+  }
+  const progress = document.getElementById("initial-sync");
+  if (progress) {
+    const initial = status.initial;
+    const running = initial && !initial.done;
+    progress.hidden = !running;
+    if (running) {
+      const bar = progress.querySelector("progress");
+      const label = progress.querySelector("[data-progress-label]");
+      const estimate = initial.estimate || 0;
+      if (bar) {
+        if (estimate) {
+          bar.max = estimate;
+          bar.value = Math.min(initial.received || 0, estimate);
+        } else bar.removeAttribute("value");
+      }
+      if (label) {
+        label.textContent = estimate
+          ? `Preparing this device to work offline: ${Math.min(initial.received || 0, estimate).toLocaleString()} of about ${estimate.toLocaleString()} records.`
+          : `Preparing this device to work offline: ${(initial.received || 0).toLocaleString()} records so far.`;
+      }
+    }
+  }
+  if (status.changed) document.body.dispatchEvent(new CustomEvent("clinic:changed"));
+}
+
+async function askForPersistentStorage() {
+  // Asked once per sign-in: a refusal is shown on the badge and in the device page.
+  if (!navigator.storage || !navigator.storage.persist || !userId) return;
+  const asked = `persist-asked:${userId}`;
+  if (sessionStorage.getItem(asked)) return;
+  sessionStorage.setItem(asked, "1");
+  if (!(await navigator.storage.persisted())) await navigator.storage.persist();
+}
+
+function listenForPokes() {
+  if (!userId || typeof EventSource === "undefined") return;
+  const source = new EventSource("/sync/v1/events");
+  source.addEventListener("ready", () => send({ type: "poke" }));
+  source.addEventListener("poke", () => send({ type: "poke" }));
+}
+
+function guardSignOut() {
+  document.querySelectorAll('form[action="/logout"]:not([data-guarded])').forEach((form) => {
+    form.setAttribute("data-guarded", "");
+    form.addEventListener("submit", (event) => {
+      const count = lastStatus ? lastStatus.pending : 0;
+      if (!count) return;
+      const message = `${plural(count, "change has", "changes have")} not been sent to the server yet. ` +
+        "They stay on this device and are sent the next time you sign in here. Sign out anyway?";
+      if (!window.confirm(message)) event.preventDefault();
+    });
+  });
+}
+
+if (worker) {
+  worker.addEventListener("message", (event) => {
+    if (event.data && event.data.type === "status") showStatus(event.data.status);
+  });
+  worker.register("/sw.js", { type: "module", scope: "/" }).then(() => {
+    send({ type: "hello", user_id: userId });
+    send({ type: "status" });
+  }).catch((error) => console.error("service worker not installed", error));
+  window.addEventListener("online", () => send({ type: "online" }));
+  document.addEventListener("visibilitychange", () => {
+    if (document.visibilityState === "visible") send({ type: "sync" });
+  });
+  setInterval(() => send({ type: "sync" }), 30_000);
+  document.addEventListener("DOMContentLoaded", () => {
+    guardSignOut();
+    listenForPokes();
+    askForPersistentStorage().finally(() => send({ type: "status" }));
+  });
+  document.addEventListener("htmx:load", () => guardSignOut());
+  // A boosted navigation swaps the body, badge included: show the last state on the new one.
+  document.addEventListener("htmx:afterSettle", () => lastStatus && showStatus({ ...lastStatus, changed: false }));
+}

@@ -1,0 +1,429 @@
+// @ts-check
+// The service worker (a module worker; DESIGN.md §4). It caches the app shell under a version
+// stamped into this file by the server, renders the pages of the device's patients from
+// IndexedDB with the same templates as the server, turns their form posts into queued
+// mutations, and flushes and pulls in the background. Everything else goes to the network.
+
+import "/static/vendor/nunjucks.min.js";
+import { openDB } from "/static/idb/idb.js";
+import { openStore } from "/static/idb/db.js";
+import { getMeta, setMeta } from "/static/idb/meta.js";
+import { recordsOfEntity, recordsOfPatient } from "/static/idb/rows.js";
+import { enqueue, pending, stats } from "/static/idb/outbox.js";
+import { discard, getQuarantined, listQuarantine, resend } from "/static/idb/quarantine.js";
+import { createEnvironment, render as renderTemplate } from "/static/sw/templates.js";
+import { recordsFrom, withPending } from "/static/sw/replay.js";
+import { match } from "/static/sw/pages.js";
+import { Syncer } from "/static/sw/sync.js";
+import { newId } from "/static/sw/ids.js";
+import { validate, errorsOf } from "/static/sw/validate.js";
+
+const VERSION = "__SHELL_VERSION__";
+/** @type {string[]} */
+const ASSETS = __SHELL_ASSETS__;
+const CACHE = `shell-${VERSION}`;
+const TEMPLATES_URL = ASSETS.find((a) => a.startsWith("/app/templates.json"));
+
+const sw = /** @type {any} */ (self);
+
+// ---------------------------------------------------------------------------------------------
+// Lifecycle
+
+sw.addEventListener("install", (event) => {
+  event.waitUntil((async () => {
+    const cache = await caches.open(CACHE);
+    await cache.addAll(ASSETS.map((url) => new Request(url, { cache: "reload" })));
+    // A new version takes over at once: pages are rendered by the worker, so the next page
+    // shown is already the new one, and the outbox in IndexedDB is shared by both versions.
+    await sw.skipWaiting();
+  })());
+});
+
+sw.addEventListener("activate", (event) => {
+  event.waitUntil((async () => {
+    for (const name of await caches.keys()) if (name !== CACHE) await caches.delete(name);
+    await sw.clients.claim();
+    kick("start");
+  })());
+});
+
+// ---------------------------------------------------------------------------------------------
+// Who is signed in on this device, and their store
+
+const runtime = {
+  /** @type {any} */ session: null,
+  /** @type {any} */ db: null,
+  /** @type {any} */ env: null,
+  /** @type {{category: string, text: string}[]} */ flashes: [],
+};
+
+const deviceDb = () => openDB("clinic-record-device", 1, {
+  upgrade(db, oldVersion) {
+    if (oldVersion < 1) db.createObjectStore("device");
+  },
+});
+
+async function currentUserId() {
+  return (await deviceDb()).get("device", "current_user_id");
+}
+
+async function setCurrentUser(userId) {
+  const db = await deviceDb();
+  if (userId) await db.put("device", userId, "current_user_id");
+  else await db.delete("device", "current_user_id");
+}
+
+/** Open a person's store; if another context upgrades or deletes it, the next use reopens. */
+async function open(userId) {
+  const db = await openStore(userId);
+  db.addEventListener("versionchange", () => {
+    if (runtime.db === db) {
+      runtime.db = null;
+      runtime.session = null;
+    }
+  });
+  return db;
+}
+
+async function loadSession() {
+  if (runtime.session && runtime.db) return runtime.session;
+  const userId = await currentUserId();
+  if (!userId) return null;
+  runtime.db = await open(userId);
+  runtime.session = (await getMeta(runtime.db, "session")) || null;
+  return runtime.session;
+}
+
+async function storeOf() {
+  await loadSession();
+  return runtime.db;
+}
+
+/** Ask the server who is signed in; switches this device's store when the person changed. */
+async function refreshSession() {
+  let response;
+  try {
+    response = await fetch("/app/session.json", { credentials: "same-origin", cache: "no-store", headers: { Accept: "application/json" } });
+  } catch {
+    return null;
+  }
+  if (!response.ok || !(response.headers.get("Content-Type") || "").includes("json")) return null;
+  const session = await response.json();
+  if (!session.offline) return null; // the console's roles keep no patient data on devices
+  if (!runtime.session || runtime.session.user_id !== session.user_id) {
+    await setCurrentUser(session.user_id);
+    runtime.db = await open(session.user_id);
+  }
+  const db = runtime.db;
+  const held = await getMeta(db, "session");
+  const fresh = {};
+  if (!(await getMeta(db, "client_id"))) fresh.client_id = newId();
+  if ((await getMeta(db, "next_seq")) === undefined) Object.assign(fresh, { next_seq: 1, acked_seq: 0 });
+  const initial = await getMeta(db, "initial_sync");
+  if (!initial || (held && held.clinic_id !== session.clinic_id)) {
+    fresh.initial_sync = {
+      done: false, received: 0, estimate: session.subset_estimate || 0, started_at: new Date().toISOString(),
+    };
+  }
+  await setMeta(db, { ...fresh, session });
+  runtime.session = session;
+  return session;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sync
+
+const syncer = new Syncer({
+  db: storeOf,
+  session: loadSession,
+  refreshSession,
+  version: VERSION,
+  announce: (status) => broadcast({ type: "status", status: { ...status, version: VERSION } }),
+});
+
+function kick(reason) {
+  syncer.run(reason).catch((error) => console.error("sync failed", error));
+}
+
+async function broadcast(message) {
+  for (const client of await sw.clients.matchAll({ includeUncontrolled: true })) client.postMessage(message);
+}
+
+sw.addEventListener("message", (event) => {
+  const data = event.data || {};
+  const reply = (message) => event.source && event.source.postMessage(message);
+  const work = (async () => {
+    if (data.type === "hello") {
+      // A page rendered by the server says who is signed in; the worker follows.
+      const session = await loadSession();
+      if (data.user_id && (!session || session.user_id !== data.user_id || syncer.status.needs_sign_in)) {
+        await refreshSession();
+        syncer.status.needs_sign_in = false;
+      }
+      kick("start");
+    } else if (data.type === "sync" || data.type === "poke" || data.type === "online") {
+      if (data.type === "online") syncer.failures = 0;
+      kick(data.type);
+    } else if (data.type === "status") {
+      await syncer.refresh({ changed: false });
+    } else if (data.type === "pending-count") {
+      const db = await storeOf();
+      reply({ type: "pending-count", count: db ? (await stats(db)).pending : 0 });
+    }
+  })();
+  event.waitUntil(work);
+});
+
+sw.addEventListener("sync", (event) => event.waitUntil(syncer.run("background-sync")));
+
+// ---------------------------------------------------------------------------------------------
+// Requests
+
+sw.addEventListener("fetch", (event) => {
+  const request = event.request;
+  const url = new URL(request.url);
+  if (url.origin !== location.origin) return;
+  if (request.method === "GET" && (url.pathname.startsWith("/static/") || url.pathname === "/manifest.webmanifest")) {
+    event.respondWith(fromCache(request));
+    return;
+  }
+  if (url.pathname.startsWith("/sync/") || url.pathname.startsWith("/app/")) return;
+  if (url.pathname === "/logout" && request.method === "POST") {
+    event.respondWith(signOut(request));
+    return;
+  }
+  event.respondWith(answer(request, url));
+});
+
+async function fromCache(request) {
+  const cached = await caches.match(request, { ignoreSearch: false });
+  return cached || fetch(request);
+}
+
+async function signOut(request) {
+  // The queue stays in this person's store; it is sent the next time they sign in here.
+  runtime.session = null;
+  await setCurrentUser(null);
+  try {
+    return await fetch(request);
+  } catch {
+    return Response.redirect("/login", 303);
+  }
+}
+
+async function ready() {
+  const session = await loadSession();
+  if (!session || !session.offline) return null;
+  const initial = await getMeta(runtime.db, "initial_sync");
+  return initial && initial.done ? session : null;
+}
+
+async function answer(request, url) {
+  const session = await ready();
+  const found = session && (url.pathname === "/device" || url.pathname.startsWith("/device/")
+    ? { handler: devicePage, params: [] } : match(request.method, url.pathname));
+  if (!session || !found) return network(request);
+  const form = request.method === "POST" ? await request.clone().formData() : null;
+  const ctx = context(request, url, session, form, found.params);
+  try {
+    return await found.handler(ctx);
+  } catch (error) {
+    console.error("page failed", url.pathname, error);
+    return ctx.render("error.html", {
+      title: "This page could not be shown", status: 500,
+      text: "The device hit an unexpected problem showing this page. Nothing you saved is lost. Go back and try again.",
+    }, { status: 500 });
+  }
+}
+
+async function network(request) {
+  try {
+    return await fetch(request);
+  } catch {
+    return offlinePage(request);
+  }
+}
+
+/** What a person sees when a page needs the server and there is none. */
+async function offlinePage(request) {
+  const session = await loadSession();
+  const post = request.method === "POST";
+  const text = post
+    ? "This action needs a connection to the server, and there is none just now. Nothing was saved. Go back; try again when the device is connected."
+    : "This page needs a connection to the server, and there is none just now. Worklists, patient search, charts, registration, vitals, notes, visits and appointment requests keep working on this device.";
+  if (!session || !(await environment())) {
+    return new Response(`<!doctype html><meta charset="utf-8"><title>No connection</title><p>${text}</p>`,
+      { status: 503, headers: { "Content-Type": "text/html; charset=utf-8" } });
+  }
+  const ctx = context(request, new URL(request.url), session, null, []);
+  return ctx.render("error.html", { title: "No connection", status: 503, text }, { status: 503 });
+}
+
+async function environment() {
+  if (runtime.env) return runtime.env;
+  const cached = TEMPLATES_URL && await caches.match(TEMPLATES_URL);
+  const response = cached || (TEMPLATES_URL ? await fetch(TEMPLATES_URL).catch(() => null) : null);
+  if (!response) return null;
+  const bundle = await response.json();
+  runtime.env = createEnvironment(sw.nunjucks, bundle.sources);
+  return runtime.env;
+}
+
+function context(request, url, session, form, params) {
+  const isHtmx = request.headers.get("HX-Request") === "true";
+  const boosted = request.headers.get("HX-Boosted") === "true";
+  return {
+    request, url, params, session, form,
+    async records(patientId = null) {
+      const db = runtime.db;
+      const rows = patientId
+        ? await recordsOfPatient(db, patientId)
+        : [...(await recordsOfEntity(db, "patient")).map((record) => ({ entity: "patient", id: record.id, record })),
+          ...(await recordsOfEntity(db, "visit")).map((record) => ({ entity: "visit", id: record.id, record }))];
+      const queued = await pending(db);
+      const relevant = patientId ? queued.filter((m) => m.patient_id === patientId || m.entity_id === patientId) : queued;
+      return withPending(recordsFrom(rows), relevant);
+    },
+    async render(name, pageContext, options = {}) {
+      const env = await environment();
+      const chosen = options.fragment && isHtmx && !boosted ? options.fragment : name;
+      const shell = { ...session.shell, messages: runtime.flashes.splice(0), request_id: null };
+      const html = renderTemplate(env, chosen, { ...shell, ...pageContext });
+      return new Response(html, {
+        status: options.status || 200,
+        headers: { "Content-Type": "text/html; charset=utf-8", "Cache-Control": "no-store", "X-Rendered-By": "service-worker" },
+      });
+    },
+    redirect: (to) => new Response(null, { status: 303, headers: { Location: to } }),
+    flash(category, message) {
+      runtime.flashes.push({ category, text: message });
+    },
+    async queue(mutations) {
+      try {
+        await enqueue(runtime.db, mutations, session.schemas.types);
+      } catch (error) {
+        // The same form sent twice: its mutation ids are already queued, so nothing is added.
+        if (!(error && error.name === "ConstraintError")) throw error;
+      }
+      kick("write");
+    },
+    notLocal: () => network(request),
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// This device: sync state, storage, and the changes the server refused
+
+async function devicePage(ctx) {
+  const db = runtime.db;
+  const parts = ctx.url.pathname.split("/").filter(Boolean); // device, quarantine, <mid>, <action>
+  if (ctx.request.method === "POST" && parts[1] === "quarantine" && parts[2]) {
+    return quarantineAction(ctx, db, parts[2], parts[3]);
+  }
+  await syncer.refresh({ changed: false });
+  const status = syncer.status;
+  const queued = await pending(db);
+  const refused = await listQuarantine(db);
+  const storage = status.storage || {};
+  return ctx.render("device/status.html", {
+    device: {
+      state: status.state, needs_sign_in: status.needs_sign_in, last_error: status.last_error,
+      last_synced_at: status.last_synced_at, version: VERSION,
+      client_id: await getMeta(db, "client_id"),
+      storage: storageText(storage.used, storage.quota),
+      persisted: storage.persisted === true ? "yes" : storage.persisted === false ? "no" : "unknown",
+      pending: queued.map((m) => ({ mid: m.mid, label: label(ctx.session, m.type), created_at: m.created_at, seq: m.seq ?? null })),
+      quarantine: refused.map((q) => quarantineView(ctx.session, q)),
+    },
+  });
+}
+
+function storageText(used, quota) {
+  if (typeof used !== "number") return "Unknown";
+  const mb = (n) => `${(n / 1048576).toFixed(1)} MB`;
+  return quota ? `${mb(used)} used of ${mb(quota)} (${Math.floor((used * 100) / quota)}%)` : `${mb(used)} used`;
+}
+
+function label(session, type) {
+  const spec = session.schemas.types[type];
+  return spec ? spec.label : type;
+}
+
+function quarantineView(session, entry) {
+  const m = entry.mutation;
+  const error = entry.error || {};
+  const problems = Object.fromEntries((error.problems || []).map((p) => [String(p.field).split(".")[0], p.message]));
+  const fields = Object.entries(m.data || {})
+    .filter(([, v]) => v === null || ["string", "number"].includes(typeof v))
+    .map(([name, value]) => ({ name, value: value ?? "", problem: problems[name] || null }));
+  return {
+    mid: m.mid, label: label(session, m.type), type: m.type, created_at: m.created_at || m.client_ts || null,
+    quarantined_at: entry.quarantined_at, reason: error.message || "The server refused this change.",
+    code: error.code || null, request_id: entry.request_id || null, fields,
+    conflict: error.conflict || null,
+  };
+}
+
+async function quarantineAction(ctx, db, mid, action) {
+  const entry = await getQuarantined(db, mid);
+  if (!entry) {
+    ctx.flash("info", "That change is no longer waiting here.");
+    return ctx.redirect("/device");
+  }
+  if (action === "discard") {
+    await reportDiscard(ctx.session, entry);
+    await discard(db, mid);
+    ctx.flash("success", "The change was discarded. The discard is recorded in the access log.");
+    return ctx.redirect("/device");
+  }
+  // Send again, corrected: string fields from the form, others as they were.
+  const data = { ...entry.mutation.data };
+  for (const [name, value] of Object.entries(data)) {
+    if (ctx.form && ctx.form.has(`field_${name}`)) {
+      const typed = String(ctx.form.get(`field_${name}`));
+      data[name] = typeof value === "number" && typed.trim() !== "" && Number.isFinite(Number(typed)) ? Number(typed) : typed;
+    }
+  }
+  const spec = ctx.session.schemas.types[entry.mutation.type];
+  const problems = spec ? validate(spec.schema, data) : [];
+  if (problems.length) {
+    ctx.flash("error", `Not sent: ${Object.values(errorsOf(problems)).join(" ")}`);
+    return ctx.redirect("/device");
+  }
+  await resend(db, mid, data, ctx.session.schemas.types);
+  kick("write");
+  ctx.flash("success", "The corrected change is queued and will be sent.");
+  return ctx.redirect("/device");
+}
+
+async function reportDiscard(session, entry) {
+  const m = entry.mutation;
+  const body = {
+    mid: m.mid, type: m.type, entity: m.entity, entity_id: m.entity_id, patient_id: m.patient_id || m.data?.patient_id || null,
+    error_code: entry.error?.code || null, request_id: entry.request_id || null,
+    client_id: await getMeta(runtime.db, "client_id"),
+  };
+  const held = (await getMeta(runtime.db, "discards_unreported")) || [];
+  held.push(body);
+  await setMeta(runtime.db, { discards_unreported: held });
+  await sendDiscards(session);
+}
+
+/** Discards are audited on the server; those made offline are reported when it is back. */
+async function sendDiscards(session) {
+  const held = (await getMeta(runtime.db, "discards_unreported")) || [];
+  const left = [];
+  for (const body of held) {
+    try {
+      const response = await fetch("/device/discarded", {
+        method: "POST", credentials: "same-origin",
+        headers: { "Content-Type": "application/json", Accept: "application/json", "X-CSRFToken": session.shell.csrf_token, "X-Client-Id": body.client_id || "" },
+        body: JSON.stringify(body),
+      });
+      if (!response.ok) left.push(body);
+    } catch {
+      left.push(body);
+    }
+  }
+  await setMeta(runtime.db, { discards_unreported: left });
+}

@@ -1,0 +1,284 @@
+// @ts-check
+// The pages the worker answers from the device (DESIGN.md §4, "Addresses and forms"): each
+// GET builds its context with a twin of the server's context function and renders the shared
+// template; each POST queues mutations and redirects, as the server's handler would. Anything
+// not here, or about a patient not on this device, goes to the network.
+
+import { chartContext, patientSummary, searchContext, visitContext, worklistContext, openVisitId } from "./contexts.js";
+import { build, errorsFrom, formMid, integer, likelyDuplicates, pick, text, vitalsMutations } from "./forms.js";
+import { newId } from "./ids.js";
+
+const UUID = "([0-9a-fA-F-]{36})";
+
+/**
+ * @typedef {{
+ *   request: Request, url: URL, params: string[], session: any, form: FormData|null,
+ *   records: (patientId?: string|null) => Promise<Map<string, any>>,
+ *   render: (name: string, context: any, options?: {fragment?: string, status?: number}) => Promise<Response>,
+ *   redirect: (to: string) => Response,
+ *   flash: (category: string, message: string) => void,
+ *   queue: (mutations: any[]) => Promise<void>,
+ *   notLocal: () => Promise<Response>,
+ * }} Ctx
+ */
+
+/** @type {[string, RegExp, (ctx: Ctx) => Promise<Response>][]} */
+const ROUTES = [
+  ["GET", /^\/$/, home],
+  ["GET", /^\/worklist\/([a-z]+)$/, worklist],
+  ["GET", /^\/patients$/, search],
+  ["GET", /^\/patients\/new$/, registrationForm],
+  ["POST", /^\/patients\/new$/, register],
+  ["GET", new RegExp(`^/patients/${UUID}$`), chart],
+  ["GET", new RegExp(`^/patients/${UUID}/edit$`), editForm],
+  ["POST", new RegExp(`^/patients/${UUID}/edit$`), edit],
+  ["POST", new RegExp(`^/patients/${UUID}/visits$`), startVisit],
+  ["GET", new RegExp(`^/visits/${UUID}$`), visitPage],
+  ["POST", new RegExp(`^/visits/${UUID}/move$`), moveVisit],
+  ["GET", new RegExp(`^/patients/${UUID}/vitals$`), vitalsForm],
+  ["POST", new RegExp(`^/patients/${UUID}/vitals$`), recordVitals],
+  ["GET", new RegExp(`^/patients/${UUID}/notes$`), noteForm],
+  ["POST", new RegExp(`^/patients/${UUID}/notes$`), writeNote],
+  ["GET", new RegExp(`^/patients/${UUID}/appointments$`), appointmentForm],
+  ["POST", new RegExp(`^/patients/${UUID}/appointments$`), requestAppointment],
+];
+
+export function match(method, pathname) {
+  for (const [m, pattern, handler] of ROUTES) {
+    if (m !== method) continue;
+    const found = pattern.exec(pathname);
+    if (found) return { handler, params: found.slice(1) };
+  }
+  return null;
+}
+
+const chartOf = (id, anchor = "") => `/patients/${id}${anchor}`;
+
+async function home(ctx) {
+  return ctx.redirect(`/worklist/${ctx.session.home_station}`);
+}
+
+async function worklist(ctx) {
+  const [station] = ctx.params;
+  if (!ctx.session.stations.active.includes(station)) return ctx.notLocal();
+  const context = await worklistContext(ctx.session, await ctx.records(), station);
+  if (ctx.url.searchParams.get("since") === context.fingerprint) return new Response(null, { status: 204 });
+  return ctx.render("worklist/station.html", { ...context, mid: newId() }, { fragment: "worklist/_visits.html" });
+}
+
+async function search(ctx) {
+  const q = (ctx.url.searchParams.get("q") || "").trim().slice(0, 100);
+  return ctx.render("patients/search.html", searchContext(await ctx.records(), q), { fragment: "patients/_results.html" });
+}
+
+function registrationContext(ctx, values, errors, duplicates = []) {
+  return {
+    values, errors, duplicates, sexes: ctx.session.sexes,
+    identifier_systems: ctx.session.identifier_systems, mid: newId(),
+  };
+}
+
+async function registrationForm(ctx) {
+  return ctx.render("patients/new.html", registrationContext(ctx, { given_name: ctx.url.searchParams.get("given_name") || "" }, {}));
+}
+
+async function register(ctx) {
+  const form = /** @type {FormData} */ (ctx.form);
+  const data = pick(form, ["given_name", "family_name", "sex", "birth_date", "phone", "address"],
+    ["given_name", "family_name", "sex", "birth_date"]);
+  data.clinic_id = ctx.session.clinic_id;
+  if (text(form, "identifier_value")) {
+    data.identifiers = [{ system: text(form, "identifier_system") || "other", value: text(form, "identifier_value") }];
+  }
+  const values = { ...data, identifier_system: text(form, "identifier_system"), identifier_value: text(form, "identifier_value") };
+  const records = await ctx.records();
+  if (form.get("confirm_new") !== "yes") {
+    const duplicates = likelyDuplicates(records, data);
+    if (duplicates.length) return ctx.render("patients/new.html", registrationContext(ctx, values, {}, duplicates), { status: 409 });
+  }
+  const path = ctx.url.pathname;
+  const patientId = await formMid(form, path, "entity");
+  const { mutation, problems } = build(ctx.session, "patient.register", "patient", patientId, data,
+    { mid: await formMid(form, path), patient_id: patientId });
+  if (problems.length) return ctx.render("patients/new.html", registrationContext(ctx, values, errorsFrom(problems)), { status: 422 });
+  await ctx.queue([mutation]);
+  ctx.flash("success", `${data.given_name} ${data.family_name} is registered.`);
+  return ctx.redirect(chartOf(patientId));
+}
+
+async function chart(ctx) {
+  const context = chartContext(ctx.session, await ctx.records(ctx.params[0]), ctx.params[0]);
+  if (!context) return ctx.notLocal();
+  return ctx.render("patients/chart.html", { ...context, mid: newId() });
+}
+
+const DEMOGRAPHIC_FIELDS = ["given_name", "family_name", "sex", "birth_date", "phone", "address"];
+
+async function editForm(ctx) {
+  const patient = (await ctx.records(ctx.params[0])).get(`patient:${ctx.params[0]}`);
+  if (!patient) return ctx.notLocal();
+  return ctx.render("patients/edit.html", {
+    patient: patientSummary(patient), values: patient, base: patient, errors: {}, sexes: ctx.session.sexes, mid: newId(),
+  });
+}
+
+async function edit(ctx) {
+  const form = /** @type {FormData} */ (ctx.form);
+  const patient = (await ctx.records(ctx.params[0])).get(`patient:${ctx.params[0]}`);
+  if (!patient) return ctx.notLocal();
+  const base = Object.fromEntries(DEMOGRAPHIC_FIELDS.map((f) => [f, String(form.get(`base_${f}`) || "") || null]));
+  const values = Object.fromEntries(DEMOGRAPHIC_FIELDS.map((f) => [f, text(form, f)]));
+  const changed = Object.fromEntries(Object.entries(values).filter(([f, v]) => v !== base[f]));
+  if (!Object.keys(changed).length) {
+    ctx.flash("info", "Nothing was changed.");
+    return ctx.redirect(chartOf(patient.id));
+  }
+  const baseVersion = integer(form, "base_version");
+  const { mutation, problems } = build(ctx.session, "patient.update", "patient", patient.id, changed, {
+    mid: await formMid(form, ctx.url.pathname), base, base_version: typeof baseVersion === "number" && baseVersion > 0 ? baseVersion : null,
+    patient_id: patient.id,
+  });
+  if (problems.length) {
+    return ctx.render("patients/edit.html", {
+      patient: patientSummary(patient), values, base, errors: errorsFrom(problems), sexes: ctx.session.sexes, mid: newId(),
+    }, { status: 422 });
+  }
+  await ctx.queue([mutation]);
+  ctx.flash("success", "Details saved.");
+  return ctx.redirect(chartOf(patient.id));
+}
+
+async function startVisit(ctx) {
+  const form = /** @type {FormData} */ (ctx.form);
+  const [patientId] = ctx.params;
+  const records = await ctx.records(patientId);
+  if (!records.get(`patient:${patientId}`)) return ctx.notLocal();
+  const station = text(form, "station") || "registration";
+  const reason = text(form, "reason");
+  const data = { patient_id: patientId, clinic_id: ctx.session.clinic_id, station, ...(reason ? { reason } : {}) };
+  const { mutation, problems } = build(ctx.session, "visit.start", "visit", await formMid(form, ctx.url.pathname, "entity"), data,
+    { mid: await formMid(form, ctx.url.pathname), patient_id: patientId });
+  if (problems.length) {
+    ctx.flash("error", problems[0].message);
+    return ctx.redirect(chartOf(patientId));
+  }
+  await ctx.queue([mutation]);
+  ctx.flash("success", `Visit started at ${ctx.session.stations.labels[station] || station}.`);
+  return ctx.redirect(chartOf(patientId));
+}
+
+async function visitPage(ctx) {
+  const records = await ctx.records();
+  const context = visitContext(ctx.session, records, ctx.params[0]);
+  if (!context) return ctx.notLocal();
+  return ctx.render("visits/visit.html", { ...context, mid: newId() });
+}
+
+async function moveVisit(ctx) {
+  const form = /** @type {FormData} */ (ctx.form);
+  const [visitId] = ctx.params;
+  const records = await ctx.records();
+  const visit = records.get(`visit:${visitId}`);
+  if (!visit) return ctx.notLocal();
+  const station = text(form, "station");
+  if (!station || !ctx.session.stations.all.includes(station)) {
+    ctx.flash("error", "Choose a station to send the patient to.");
+    return ctx.redirect(ctx.request.referrer || `/visits/${visitId}`);
+  }
+  const baseVersion = integer(form, "base_version");
+  const { mutation } = build(ctx.session, "visit.move", "visit", visitId, { station }, {
+    mid: await formMid(form, ctx.url.pathname), base_version: baseVersion,
+    patient_id: visit.patient_id,
+  });
+  await ctx.queue([mutation]);
+  const patient = records.get(`patient:${visit.patient_id}`) || {};
+  ctx.flash("success", `${patient.given_name} ${patient.family_name} sent to ${ctx.session.stations.labels[station]}.`);
+  const back = text(form, "next");
+  return ctx.redirect(back && back.startsWith("/") && !back.startsWith("//") ? back : `/visits/${visitId}`);
+}
+
+function patientForm(ctx, records, template, values, errors, extra = {}) {
+  const patient = records.get(`patient:${ctx.params[0]}`);
+  return ctx.render(template, { patient: patientSummary(patient), values, errors, mid: newId(), ...extra },
+    { status: Object.keys(errors).length ? 422 : 200 });
+}
+
+async function withPatient(ctx, then) {
+  const records = await ctx.records(ctx.params[0]);
+  if (!records.get(`patient:${ctx.params[0]}`)) return ctx.notLocal();
+  return then(records);
+}
+
+async function vitalsForm(ctx) {
+  return withPatient(ctx, (records) => patientForm(ctx, records, "clinical/vitals.html", {}, {}, { vitals: ctx.session.vitals }));
+}
+
+async function recordVitals(ctx) {
+  return withPatient(ctx, async (records) => {
+    const form = /** @type {FormData} */ (ctx.form);
+    const [patientId] = ctx.params;
+    const built = await vitalsMutations(ctx.session, records, form, ctx.url.pathname, patientId, new Date().toISOString());
+    const values = Object.fromEntries(ctx.session.vitals.map((v) => [v.field, String(form.get(v.field) ?? "")]));
+    if (!built.length) {
+      return patientForm(ctx, records, "clinical/vitals.html", values, { _form: "Enter at least one reading." }, { vitals: ctx.session.vitals });
+    }
+    const errors = {};
+    for (const b of built) if (b.problems.length) errors[b.field] = b.problems[0].message;
+    if (Object.keys(errors).length) return patientForm(ctx, records, "clinical/vitals.html", values, errors, { vitals: ctx.session.vitals });
+    await ctx.queue(built.map((b) => b.mutation));
+    ctx.flash("success", `${built.length} reading${built.length > 1 ? "s" : ""} recorded.`);
+    return ctx.redirect(chartOf(patientId, "#vitals"));
+  });
+}
+
+async function noteForm(ctx) {
+  return withPatient(ctx, (records) => patientForm(ctx, records, "clinical/note.html", {}, {}, { note: null }));
+}
+
+async function writeNote(ctx) {
+  return withPatient(ctx, async (records) => {
+    const form = /** @type {FormData} */ (ctx.form);
+    const [patientId] = ctx.params;
+    const path = ctx.url.pathname;
+    const data = { patient_id: patientId, ...pick(form, ["text"], ["text"]) };
+    const visitId = openVisitId(ctx.session, records, patientId);
+    if (visitId) data.visit_id = visitId;
+    const noteId = await formMid(form, path, "note-id");
+    const written = build(ctx.session, "note.write", "note", noteId, data, { mid: await formMid(form, path, "write"), patient_id: patientId });
+    const mutations = [written.mutation];
+    if (form.get("sign") === "yes") {
+      mutations.push(build(ctx.session, "note.sign", "note", noteId, {}, { mid: await formMid(form, path, "sign"), base_version: 1, patient_id: patientId }).mutation);
+    }
+    if (written.problems.length) return patientForm(ctx, records, "clinical/note.html", data, errorsFrom(written.problems), { note: null });
+    await ctx.queue(mutations);
+    ctx.flash("success", mutations.length === 2 ? "Note signed." : "Note saved as a draft.");
+    return ctx.redirect(chartOf(patientId, "#notes"));
+  });
+}
+
+async function appointmentForm(ctx) {
+  return withPatient(ctx, (records) => patientForm(ctx, records, "clinical/appointment.html", {}, {}));
+}
+
+/** app/web/clinical.py::_with_offset */
+function withOffset(local, offset) {
+  if (!local) return "";
+  const full = local.length === 16 ? `${local}:00` : local;
+  return full + (offset && offset.length === 6 ? offset : "Z");
+}
+
+async function requestAppointment(ctx) {
+  return withPatient(ctx, async (records) => {
+    const form = /** @type {FormData} */ (ctx.form);
+    const [patientId] = ctx.params;
+    const local = text(form, "starts_at") || "";
+    const data = { patient_id: patientId, clinic_id: ctx.session.clinic_id, starts_at: withOffset(local, text(form, "tz_offset")), ...pick(form, ["reason"]) };
+    const { mutation, problems } = build(ctx.session, "appointment.book", "appointment", await formMid(form, ctx.url.pathname, "entity"), data,
+      { mid: await formMid(form, ctx.url.pathname), patient_id: patientId });
+    if (problems.length) return patientForm(ctx, records, "clinical/appointment.html", { ...data, starts_at: local }, errorsFrom(problems));
+    await ctx.queue([mutation]);
+    // Slots are finite: only the server can grant one, so this is a request until it answers.
+    ctx.flash("info", "Appointment requested. The server confirms the slot when this device is connected; if the slot is full, the request shows under This device with the reason.");
+    return ctx.redirect(chartOf(patientId, "#appointments"));
+  });
+}

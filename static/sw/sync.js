@@ -1,0 +1,245 @@
+// @ts-check
+// Flush and pull (DESIGN.md §4, §5): one flusher at a time across every tab and the worker
+// (Web Locks), sealed mutations pushed in seq order, answers settled in one transaction each,
+// then the device's subset pulled from its cursor. Network faults and 5xx back off with jitter;
+// 401 pauses until the person signs in again; nothing queued is ever dropped.
+
+import { getMeta, setMeta } from "../idb/meta.js";
+import { applyChanges } from "../idb/rows.js";
+import { seal, sealedBatch, settle, renumberFrom, stats } from "../idb/outbox.js";
+
+const PROTOCOL = 1;
+const LOCK = "clinic-record-flush";
+const PUSH_BATCH = 100;
+const PULL_LIMIT = 500;
+const BACKOFF_FIRST_MS = 1000;
+const BACKOFF_MAX_MS = 60_000;
+
+export class SignInNeeded extends Error {}
+export class Unreachable extends Error {
+  /** @param {string} message @param {number|null} retryAfterMs */
+  constructor(message, retryAfterMs = null) {
+    super(message);
+    this.retryAfterMs = retryAfterMs;
+  }
+}
+
+/**
+ * @typedef {{
+ *   db: () => Promise<any>,
+ *   session: () => Promise<any>,
+ *   refreshSession: () => Promise<any>,
+ *   announce: (status: any) => void,
+ *   version: string,
+ * }} SyncDeps
+ */
+
+export class Syncer {
+  /** @param {SyncDeps} deps */
+  constructor(deps) {
+    this.deps = deps;
+    this.status = {
+      state: "synced", pending: 0, quarantined: 0, needs_sign_in: false, offline: false,
+      last_synced_at: null, last_error: null, initial: null, storage: null,
+    };
+    this.failures = 0;
+    this.timer = null;
+    this.again = false;
+    this.pushBatch = PUSH_BATCH;
+  }
+
+  /** Run a flush and pull now, or right after the one in progress. */
+  async run(reason = "") {
+    const locks = /** @type {any} */ (navigator).locks;
+    const body = async (lock) => {
+      if (lock === null) {
+        this.again = true; // someone else is flushing; look again when they are done
+        return;
+      }
+      do {
+        this.again = false;
+        await this.cycle(reason);
+      } while (this.again);
+    };
+    if (locks) await locks.request(LOCK, { ifAvailable: true }, body);
+    else await body(true);
+  }
+
+  async cycle(reason) {
+    const session = await this.deps.session();
+    if (!session) return;
+    try {
+      await this.push(session);
+      const changed = await this.pull(session);
+      this.failures = 0;
+      this.pushBatch = PUSH_BATCH;
+      this.status.offline = false;
+      this.status.needs_sign_in = false;
+      this.status.last_error = null;
+      this.status.last_synced_at = new Date().toISOString();
+      await this.refresh({ changed });
+    } catch (error) {
+      if (error instanceof SignInNeeded) {
+        this.status.needs_sign_in = true;
+        this.status.last_error = "Your session has ended. Sign in again to send your changes; they are kept on this device.";
+      } else if (error instanceof Unreachable) {
+        this.status.offline = true;
+        this.status.last_error = error.message;
+        this.retryLater(error.retryAfterMs);
+      } else {
+        this.status.last_error = `Sync stopped: ${error && error.message ? error.message : error}`;
+        this.retryLater(null);
+      }
+      await this.refresh({ changed: false });
+    }
+  }
+
+  retryLater(retryAfterMs) {
+    this.failures += 1;
+    const ceiling = Math.min(BACKOFF_MAX_MS, BACKOFF_FIRST_MS * 2 ** (this.failures - 1));
+    // Full jitter: devices that lost the link together do not all come back in one instant.
+    const delay = Math.max(retryAfterMs || 0, Math.random() * ceiling);
+    this.schedule(delay);
+  }
+
+  schedule(delayMs) {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = setTimeout(() => {
+      this.timer = null;
+      this.run("timer");
+    }, delayMs);
+  }
+
+  /** Recount what waits and tell every open page. */
+  async refresh({ changed }) {
+    const db = await this.deps.db();
+    if (!db) return;
+    const counts = await stats(db);
+    this.status.pending = counts.pending;
+    this.status.quarantined = counts.quarantined;
+    this.status.oldest_pending_at = counts.oldest_pending_at;
+    this.status.initial = (await getMeta(db, "initial_sync")) || null;
+    this.status.state = this.status.needs_sign_in || counts.quarantined ? "attention"
+      : this.status.offline ? "offline" : counts.pending ? "pending" : "synced";
+    this.deps.announce({ ...this.status, changed });
+  }
+
+  async telemetry(db) {
+    const counts = await stats(db);
+    const telemetry = {
+      queue_depth: counts.pending, oldest_pending_at: counts.oldest_pending_at,
+      quarantine_count: counts.quarantined, worker_version: this.deps.version,
+      app_version: this.deps.version,
+    };
+    try {
+      const estimate = await navigator.storage.estimate();
+      telemetry.storage_used = estimate.usage;
+      telemetry.storage_quota = estimate.quota;
+      if (navigator.storage.persisted) telemetry.storage_persisted = await navigator.storage.persisted();
+    } catch { /* not every browser tells */ }
+    this.status.storage = {
+      used: telemetry.storage_used ?? null, quota: telemetry.storage_quota ?? null,
+      persisted: telemetry.storage_persisted ?? null,
+    };
+    return telemetry;
+  }
+
+  async push(session) {
+    const db = await this.deps.db();
+    for (;;) {
+      await seal(db);
+      const batch = await sealedBatch(db, this.pushBatch);
+      if (!batch.length) return;
+      const clientId = await getMeta(db, "client_id");
+      const reply = await this.post(session, "/sync/v1/push", {
+        protocol: PROTOCOL, client_id: clientId, mutations: batch, telemetry: await this.telemetry(db),
+      });
+      if (reply.status === 200 || reply.status === 409) {
+        await settle(db, reply.body.results || [], reply.requestId);
+        if (reply.status === 409) await renumberFrom(db, reply.body.expected_seq);
+        continue;
+      }
+      if (reply.status === 400 || reply.status === 413) {
+        // The server refused the whole batch. Narrow it down until the one it cannot take
+        // stands alone; that one waits in quarantine for a person, the rest go on.
+        if (batch.length > 1) {
+          this.pushBatch = Math.max(1, Math.floor(batch.length / 2));
+          continue;
+        }
+        await settle(db, [{
+          mid: batch[0].mid, seq: batch[0].seq, status: "rejected",
+          error: { code: reply.body.error || "refused", message: reply.body.message || "The server refused this change.", problems: reply.body.problems || [] },
+        }], reply.requestId);
+        this.pushBatch = PUSH_BATCH;
+        continue;
+      }
+      this.raiseFor(reply);
+    }
+  }
+
+  /** @returns {Promise<boolean>} whether any record on the device changed */
+  async pull(session) {
+    const db = await this.deps.db();
+    let changed = false;
+    for (;;) {
+      const [clientId, cursor, ackedSeq] = await Promise.all([
+        getMeta(db, "client_id"), getMeta(db, "cursor", null), getMeta(db, "acked_seq", 0)]);
+      const reply = await this.post(session, "/sync/v1/pull", {
+        protocol: PROTOCOL, client_id: clientId, cursor, limit: PULL_LIMIT,
+        telemetry: await this.telemetry(db),
+      });
+      if (reply.status !== 200) this.raiseFor(reply);
+      const body = reply.body;
+      const initial = await getMeta(db, "initial_sync");
+      const progress = initial && !initial.done ? {
+        ...initial, received: (initial.received || 0) + body.changes.length, done: !body.has_more,
+      } : null;
+      // Rows, cursor and progress in one transaction: the cursor never runs ahead of the rows.
+      const stored = await applyChanges(db, body.changes, {
+        reset: body.reset,
+        meta: { cursor: body.cursor, server_time: body.server_time, ...(progress ? { initial_sync: progress } : {}) },
+      });
+      changed = changed || stored > 0 || body.reset;
+      // A server restored from a backup lost some of what this device sent: send it again.
+      if (body.reset && body.last_seq < ackedSeq) await renumberFrom(db, body.last_seq + 1);
+      if (progress) await this.refresh({ changed: false });
+      if (!body.has_more) return changed;
+    }
+  }
+
+  async post(session, path, body, retried = false) {
+    let response;
+    try {
+      response = await fetch(path, {
+        method: "POST", credentials: "same-origin", cache: "no-store",
+        headers: {
+          "Content-Type": "application/json", Accept: "application/json",
+          "X-CSRFToken": session.shell.csrf_token, "X-Client-Id": body.client_id,
+        },
+        body: JSON.stringify(body),
+      });
+    } catch (error) {
+      throw new Unreachable("No connection to the server. Changes are kept on this device and sent when it is back.");
+    }
+    let json = {};
+    try {
+      json = await response.json();
+    } catch { /* a proxy's error page: judged by its status below */ }
+    const reply = { status: response.status, body: json, requestId: response.headers.get("X-Request-ID"), headers: response.headers };
+    if (reply.status === 403 && json.error === "csrf_failed" && !retried) {
+      const fresh = await this.deps.refreshSession();
+      if (fresh) return this.post(fresh, path, body, true);
+    }
+    return reply;
+  }
+
+  raiseFor(reply) {
+    if (reply.status === 401) throw new SignInNeeded(reply.body.message || "Sign in again.");
+    if (reply.status >= 500 || reply.status === 429 || reply.status === 408) {
+      const after = Number(reply.headers.get("Retry-After"));
+      throw new Unreachable(`The server could not take the changes just now (${reply.status}); they are kept and sent again shortly.`,
+        Number.isFinite(after) && after > 0 ? after * 1000 : null);
+    }
+    throw new Error(reply.body.message || `The server answered ${reply.status}.`);
+  }
+}
