@@ -72,6 +72,9 @@ def build_config(instance_path: str, overrides: dict | None = None) -> dict:
         "SYNC_MAX_BODY_BYTES": int(env.get("SYNC_MAX_BODY_BYTES", str(16 * 1024 * 1024))),
         "SYNC_MAX_BATCH": int(env.get("SYNC_MAX_BATCH", "500")),
         "SYNC_PULL_LIMIT": int(env.get("SYNC_PULL_LIMIT", "1000")),
+        # Records per pull the browser asks for: smaller pages save progress more often on a
+        # poor link, larger ones finish a first sync in fewer round trips.
+        "SYNC_BROWSER_PULL_PAGE": int(env.get("SYNC_BROWSER_PULL_PAGE", "500")),
         "SYNC_WINDOW_DAYS": int(env.get("SYNC_WINDOW_DAYS", "180")),
         # e.g. "observation=730,note=1825": how many days back each category goes to devices.
         **({"SYNC_HISTORY_DAYS": _days_per_category(env["SYNC_HISTORY_DAYS"])}

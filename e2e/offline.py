@@ -33,6 +33,11 @@ def device(new_context, live_server, user: dict, **context_args):
     return context, page
 
 
+def remember_sign_in(context, user: dict) -> None:
+    """After signing `user` in again (their earlier session ended), later devices start from it."""
+    _states[user["username"]] = context.storage_state()
+
+
 def wait_until_ready(page) -> None:
     """The worker controls the page and the device holds its subset: it works offline now."""
     page.wait_for_function("navigator.serviceWorker.controller !== null", timeout=READY_TIMEOUT_MS)
@@ -89,3 +94,91 @@ def register(page, live_server, given: str, family: str, phone: str | None = Non
         confirm.click()
     page.wait_for_url(re.compile(rf"/patients/{UUID}$"))
     return page.url.rsplit("/", 1)[1]
+
+
+# -- helpers for fault tests: persistent profiles, the device's own store, queued writes ------
+
+def signed_in_state(browser, live_server, user: dict) -> dict:
+    """The storage state (cookies) of a signed-in session of `user`, signing in at most once."""
+    state = _states.get(user["username"])
+    if state is None:
+        context = browser.new_context()
+        try:
+            sign_in(context.new_page(), live_server, user)
+            state = _states[user["username"]] = context.storage_state()
+        finally:
+            context.close()
+    return state
+
+
+def launch_profile(browser, profile_dir, state: dict | None = None, **kwargs):
+    """A whole browser on a profile directory that outlives it (close it and launch again to
+    see what a device keeps); the cookies of `state` are added, as a sign-in would set them."""
+    from e2e.conftest import CHROMIUM, CHROMIUM_ARGS
+    kwargs.setdefault("viewport", {"width": 1280, "height": 800})
+    context = browser.browser_type.launch_persistent_context(
+        str(profile_dir), executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True, **kwargs)
+    if state:
+        context.add_cookies(state["cookies"])
+    return context
+
+
+# Reads the signed-in person's IndexedDB store without ever creating or upgrading one (a store
+# created here would be at version 1 and empty, and the worker's upgrade would never run).
+_READ_STORE = """async () => {
+  const ask = (r) => new Promise((resolve, reject) => {
+    r.onsuccess = () => resolve(r.result); r.onerror = () => reject(r.error); });
+  const names = (await indexedDB.databases()).map((d) => d.name);
+  if (!names.includes("clinic-record-device")) return null;
+  const device = await ask(indexedDB.open("clinic-record-device"));
+  let userId;
+  try {
+    userId = await ask(device.transaction("device").objectStore("device").get("current_user_id"));
+  } finally { device.close(); }
+  if (!userId || !names.includes("clinic-record:" + userId)) return null;
+  const db = await ask(indexedDB.open("clinic-record:" + userId));
+  try {
+    const tx = db.transaction(["meta", "outbox", "quarantine", "rows"]);
+    const meta = tx.objectStore("meta");
+    const get = async (key) => { const v = await ask(meta.get(key)); return v === undefined ? null : v; };
+    const rows = tx.objectStore("rows");
+    return {
+      user_id: userId,
+      client_id: await get("client_id"),
+      cursor: await get("cursor"),
+      next_seq: await get("next_seq"),
+      acked_seq: await get("acked_seq"),
+      initial_sync: await get("initial_sync"),
+      outbox: await ask(tx.objectStore("outbox").count()),
+      quarantine: await ask(tx.objectStore("quarantine").count()),
+      rows: await ask(rows.count()),
+      patients: (await ask(rows.index("entity").getAllKeys("patient"))).map((key) => key[1]),
+    };
+  } finally { db.close(); }
+}"""
+
+
+def device_store(page) -> dict | None:
+    """What the device holds for the signed-in person: client_id, cursor, seqs, initial_sync,
+    outbox/quarantine/rows counts and the ids of the patients it holds (None: no store yet)."""
+    return page.evaluate(_READ_STORE)
+
+
+# Posts forms the way a person's browser does, to the worker (which queues them): fast enough
+# to queue a hundred writes. Each form carries a fresh `mid` token, as every rendered form does.
+_POST_NOTES = """async ([patientId, texts]) => {
+  const answers = [];
+  for (const text of texts) {
+    const body = new URLSearchParams({ mid: crypto.randomUUID(), text, sign: "no" });
+    const answer = await fetch(`/patients/${patientId}/notes`, { method: "POST", body, redirect: "manual" });
+    answers.push(answer.type === "opaqueredirect" ? "redirect" : String(answer.status));
+  }
+  return answers;
+}"""
+
+
+def queue_notes(page, patient_id: str, texts: list[str]) -> None:
+    """Write one draft note per text through the note form's address; each must be queued
+    by the worker (answered with the redirect to the chart), never sent to the server."""
+    answers = page.evaluate(_POST_NOTES, [patient_id, texts])
+    assert answers == ["redirect"] * len(texts), answers

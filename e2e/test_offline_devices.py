@@ -65,6 +65,13 @@ def test_concurrent_phone_edits_converge_and_the_conflict_waits_for_review(new_c
         assert json.loads(conflicts[0]["incoming_values"]) == {"phone": "+254 733 111 111"}
         assert conflicts[0]["resolved_at"] is None
 
+    # The device that made the change shows it met another, with both values.
+    offline.goto(f"{live_server.url}/device")
+    met = offline.locator("#conflicts article.conflict")
+    expect(met).to_have_count(1)
+    expect(met.locator("td.yours")).to_have_text("+254 733 111 111")
+    expect(met.locator("td.kept")).to_have_text("+254 744 222 222")
+
     # The value that was not merged waits on the review list, both values shown.
     online.goto(f"{live_server.url}/conflicts")
     review = online.locator("main")

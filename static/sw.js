@@ -334,9 +334,15 @@ async function devicePage(ctx) {
       persisted: storage.persisted === true ? "yes" : storage.persisted === false ? "no" : "unknown",
       pending: queued.map((m) => ({ mid: m.mid, label: label(ctx.session, m.type), created_at: m.created_at, seq: m.seq ?? null })),
       quarantine: refused.map((q) => quarantineView(ctx.session, q)),
+      conflicts: ((await getMeta(db, "conflicts")) || []).map((c) => ({
+        ...c, label: label(ctx.session, c.type),
+        fields: c.fields.map((f) => ({ ...f, yours: shown(f.yours), kept: shown(f.kept) })),
+      })),
     },
   });
 }
+
+const shown = (value) => (value === null || value === undefined || value === "" ? "—" : String(value));
 
 function storageText(used, quota) {
   if (typeof used !== "number") return "Unknown";
@@ -354,7 +360,8 @@ function quarantineView(session, entry) {
   const error = entry.error || {};
   const problems = Object.fromEntries((error.problems || []).map((p) => [String(p.field).split(".")[0], p.message]));
   const fields = Object.entries(m.data || {})
-    .filter(([, v]) => v === null || ["string", "number"].includes(typeof v))
+    // Record ids are not the person's to correct; what they typed is.
+    .filter(([name, v]) => !name.endsWith("_id") && (v === null || ["string", "number"].includes(typeof v)))
     .map(([name, value]) => ({ name, value: value ?? "", problem: problems[name] || null }));
   return {
     mid: m.mid, label: label(session, m.type), type: m.type, created_at: m.created_at || m.client_ts || null,

@@ -123,6 +123,7 @@ def session_get():
         identifier_systems=list(IDENTIFIER_SYSTEMS),
         schemas=schemas_for_browser(),
         shell_version=shell_version(),
+        pull_page=current_app.config["SYNC_BROWSER_PULL_PAGE"],
         server_time=to_json_value(utcnow()),
         subset_estimate=_subset_estimate(request.args.get("client_id", "")) if clinical else 0,
     )

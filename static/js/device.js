@@ -82,17 +82,18 @@ function listenForPokes() {
   source.addEventListener("poke", () => send({ type: "poke" }));
 }
 
-function guardSignOut() {
-  document.querySelectorAll('form[action="/logout"]:not([data-guarded])').forEach((form) => {
-    form.setAttribute("data-guarded", "");
-    form.addEventListener("submit", (event) => {
-      const count = lastStatus ? lastStatus.pending : 0;
-      if (!count) return;
-      const message = `${plural(count, "change has", "changes have")} not been sent to the server yet. ` +
-        "They stay on this device and are sent the next time you sign in here. Sign out anyway?";
-      if (!window.confirm(message)) event.preventDefault();
-    });
-  });
+/** Asked before anything else sees the submit (htmx included), so "Cancel" really cancels. */
+function guardSignOut(event) {
+  const form = /** @type {HTMLFormElement} */ (event.target);
+  if (!(form instanceof HTMLFormElement) || form.getAttribute("action") !== "/logout") return;
+  const count = lastStatus ? lastStatus.pending : 0;
+  if (!count) return;
+  const message = `${plural(count, "change has", "changes have")} not been sent to the server yet. ` +
+    "They stay on this device and are sent the next time you sign in here. Sign out anyway?";
+  if (!window.confirm(message)) {
+    event.preventDefault();
+    event.stopImmediatePropagation();
+  }
 }
 
 if (worker) {
@@ -108,12 +109,11 @@ if (worker) {
     if (document.visibilityState === "visible") send({ type: "sync" });
   });
   setInterval(() => send({ type: "sync" }), 30_000);
+  document.addEventListener("submit", guardSignOut, true);
   document.addEventListener("DOMContentLoaded", () => {
-    guardSignOut();
     listenForPokes();
     askForPersistentStorage().finally(() => send({ type: "status" }));
   });
-  document.addEventListener("htmx:load", () => guardSignOut());
   // A boosted navigation swaps the body, badge included: show the last state on the new one.
   document.addEventListener("htmx:afterSettle", () => lastStatus && showStatus({ ...lastStatus, changed: false }));
 }

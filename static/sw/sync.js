@@ -34,6 +34,28 @@ export class Unreachable extends Error {
  * }} SyncDeps
  */
 
+const CONFLICTS_KEPT = 50;
+
+/**
+ * A change that met someone else's is kept on the server's review list; the device keeps a
+ * short list too, with both values of each field, so the person who made it sees what happened.
+ */
+async function rememberConflicts(db, batch, answers) {
+  if (!answers.length) return;
+  const sent = new Map(batch.map((m) => [m.mid, m]));
+  const fresh = answers.filter((a) => a.conflict && sent.has(a.mid)).map((a) => {
+    const mine = sent.get(a.mid);
+    return {
+      mid: a.mid, type: mine.type, entity: a.entity, entity_id: a.entity_id, at: new Date().toISOString(),
+      fields: (a.conflict.fields || []).map((field) => ({
+        field, yours: mine.data[field] ?? null, kept: (a.conflict.server || {})[field] ?? null,
+      })),
+    };
+  });
+  const held = (await getMeta(db, "conflicts")) || [];
+  await setMeta(db, { conflicts: [...fresh, ...held].slice(0, CONFLICTS_KEPT) });
+}
+
 export class Syncer {
   /** @param {SyncDeps} deps */
   constructor(deps) {
@@ -155,7 +177,8 @@ export class Syncer {
         protocol: PROTOCOL, client_id: clientId, mutations: batch, telemetry: await this.telemetry(db),
       });
       if (reply.status === 200 || reply.status === 409) {
-        await settle(db, reply.body.results || [], reply.requestId);
+        const settled = await settle(db, reply.body.results || [], reply.requestId);
+        await rememberConflicts(db, batch, settled.conflicts || []);
         if (reply.status === 409) await renumberFrom(db, reply.body.expected_seq);
         continue;
       }
@@ -185,7 +208,7 @@ export class Syncer {
       const [clientId, cursor, ackedSeq] = await Promise.all([
         getMeta(db, "client_id"), getMeta(db, "cursor", null), getMeta(db, "acked_seq", 0)]);
       const reply = await this.post(session, "/sync/v1/pull", {
-        protocol: PROTOCOL, client_id: clientId, cursor, limit: PULL_LIMIT,
+        protocol: PROTOCOL, client_id: clientId, cursor, limit: session.pull_page || PULL_LIMIT,
         telemetry: await this.telemetry(db),
       });
       if (reply.status !== 200) this.raiseFor(reply);

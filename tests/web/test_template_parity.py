@@ -54,7 +54,7 @@ EXERCISED = [
     "No role at this clinic", "The request could not be read", "Reference: <code>",
     "O&#39;Brien &amp; &#34;Sons&#34; &lt;b&gt;x&lt;/b&gt; \\ é ß", "This device",
     'class="pending-mark"', "requested: the server confirms the slot", "Changes the server refused",
-    "Your session has ended.", "have not changed since the patient was registered",
+    "Your session has ended.", "Value kept for now", "have not changed since the patient was registered",
 ]
 # Text that HTML escaping, quoting and case mapping treat differently across engines.
 AWKWARD = "O'Brien & \"Sons\" <b>x</b> \\ é ß"
@@ -350,6 +350,9 @@ def _worker_cases(app, cases: list[dict]) -> list[dict]:
         "state": "attention", "needs_sign_in": True, "last_error": f"No connection {AWKWARD}",
         "last_synced_at": "2026-11-21T10:04:00.123Z", "version": "abc123", "client_id": new_id(),
         "storage": "1.2 MB used of 2048.0 MB (0%)", "persisted": "no",
+        "conflicts": [{"mid": new_id(), "label": "Update demographics", "type": "patient.update",
+                       "entity": "patient", "entity_id": new_id(), "at": "2026-11-21T10:07:00.000Z",
+                       "fields": [{"field": "phone", "yours": AWKWARD, "kept": "0700 000 000"}]}],
         "pending": [{"mid": new_id(), "label": "Record an observation", "seq": None,
                      "created_at": "2026-11-21T10:05:00.000Z"}],
         "quarantine": [{"mid": new_id(), "label": "Book an appointment", "type": "appointment.book",

@@ -1,0 +1,431 @@
+"""Faults in the middle of work: the server dies, the browser reloads or closes mid-flush, a new
+version of the app is deployed with writes queued, the first sync is cut short.
+
+Each test ends by checking what the server holds (its own database), not only what the page
+says: every write applied exactly once, each device's writes in the order it made them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import signal
+import sqlite3
+import time
+import urllib.request
+
+from playwright.sync_api import expect
+
+from e2e.helpers import server_db
+from e2e.offline import (badge, device, device_store, expect_synced, go_offline, go_online,
+                         launch_profile, open_from_device, queue_notes, signed_in_state,
+                         unique_family, wait_until_ready)
+
+RIVERSIDE, HILLTOP = 0, 1
+DRAIN_BOUND_S = 40
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+def is_push(request) -> bool:
+    return request.method == "POST" and request.url.endswith("/sync/v1/push")
+
+
+def is_pull(request) -> bool:
+    return request.method == "POST" and request.url.endswith("/sync/v1/pull")
+
+
+def first_page(context):
+    return context.pages[0] if context.pages else context.new_page()
+
+
+def served_worker_version(live_server) -> str:
+    """The version the server stamps into /sw.js now."""
+    with urllib.request.urlopen(live_server.url + "/sw.js", timeout=10) as answer:
+        source = answer.read().decode()
+    found = re.search(r'const VERSION = "([0-9a-f]+)"', source)
+    assert found, "no VERSION in /sw.js"
+    return found.group(1)
+
+
+# Asks the worker that controls the page for its status; only its own answer counts.
+_CONTROLLER_VERSION = """() => new Promise((resolve) => {
+  const workers = navigator.serviceWorker;
+  const controller = workers.controller;
+  if (!controller) return resolve(null);
+  const heard = (event) => {
+    if (event.source !== controller || !event.data || event.data.type !== "status") return;
+    workers.removeEventListener("message", heard);
+    resolve(event.data.status.version);
+  };
+  workers.addEventListener("message", heard);
+  controller.postMessage({ type: "status" });
+  setTimeout(() => resolve(null), 2000);
+})"""
+
+
+def controller_version(page) -> str | None:
+    return page.evaluate(_CONTROLLER_VERSION)
+
+
+@contextlib.contextmanager
+def audit_db(live_server):
+    """The live server's audit database (sync.pull events say how many records went where)."""
+    url = live_server.env["AUDIT_DATABASE_URL"]
+    assert url.startswith("sqlite:///"), url
+    with contextlib.closing(sqlite3.connect(url.removeprefix("sqlite:///"), timeout=10)) as conn:
+        yield conn
+
+
+def client_results(db, client_id: str) -> list:
+    return db.execute("SELECT mid, seq, type, status FROM mutation_result WHERE client_id = ? "
+                      "ORDER BY seq", (client_id,)).fetchall()
+
+
+def client_changes(db, client_id: str) -> list:
+    """The change log rows this device's writes made, in log (commit) order."""
+    return db.execute("SELECT seq, entity, entity_id, version, origin_seq FROM change_log "
+                      "WHERE origin_client_id = ? ORDER BY seq", (client_id,)).fetchall()
+
+
+def note_counts(db, texts: list[str]) -> dict[str, int]:
+    counts = {text: 0 for text in texts}
+    marks = {text[:40] for text in texts}
+    for mark in marks:
+        for row in db.execute("SELECT text, count(*) AS n FROM note WHERE text LIKE ? GROUP BY text",
+                              (mark + "%",)):
+            if row["text"] in counts:
+                counts[row["text"]] = row["n"]
+    return counts
+
+
+def assert_applied_once_in_order(db, client_id: str, count: int) -> list:
+    """The device's first `count` seqs, each applied once, contiguous, and logged in seq order."""
+    results = client_results(db, client_id)
+    assert [r["seq"] for r in results] == list(range(1, count + 1))
+    assert {r["status"] for r in results} == {"applied"}, [dict(r) for r in results
+                                                           if r["status"] != "applied"]
+    assert len({r["mid"] for r in results}) == count
+    changes = [c for c in client_changes(db, client_id) if c["version"] == 1]
+    assert [c["origin_seq"] for c in changes] == list(range(1, count + 1)), \
+        "each write logged once, in the order the device made it"
+    last_seq = db.execute("SELECT last_seq FROM sync_client WHERE client_id = ?",
+                          (client_id,)).fetchone()[0]
+    assert last_seq == count
+    return changes
+
+
+# -- b. the server is killed while staff keep working ------------------------------------------
+
+def test_writes_made_while_the_server_is_down_are_sent_by_themselves_once_in_order(new_context,
+                                                                                   live_server):
+    context, page = device(new_context, live_server, live_server.user("lab", RIVERSIDE))
+    store = device_store(page)
+    client_id, patient_id = store["client_id"], store["patients"][0]
+    chart = f"{live_server.url}/patients/{patient_id}"
+    tag = unique_family("Down")
+    notes = [f"{tag} first note, server down", f"{tag} second note, server down"]
+
+    live_server.stop(signal.SIGKILL)
+    try:
+        # The device renders every page and queues every write while the server is gone.
+        open_from_device(page, chart)
+        page.locator("#vitals").get_by_role("link", name="Record vitals").click()
+        page.get_by_label("Temperature").fill("37.9")
+        page.get_by_label("Heart rate").fill("88")
+        page.get_by_role("button", name="Save readings").click()
+        expect(page.get_by_role("status")).to_have_text("2 readings recorded.")
+
+        page.locator("#notes").get_by_role("link", name="Write note").click()
+        page.get_by_label("Note").fill(notes[0])
+        page.get_by_role("button", name="Save as draft").click()
+        expect(page.get_by_role("status")).to_have_text("Note saved as a draft.")
+
+        page.locator("#vitals").get_by_role("link", name="Record vitals").click()
+        page.get_by_label("Heart rate").fill("91")
+        page.get_by_role("button", name="Save readings").click()
+        expect(page.get_by_role("status")).to_have_text("1 reading recorded.")
+
+        page.locator("#notes").get_by_role("link", name="Write note").click()
+        page.get_by_label("Note").fill(notes[1])
+        page.get_by_role("button", name="Save as draft").click()
+        expect(page.get_by_role("status")).to_have_text("Note saved as a draft.")
+        expect(page.locator("#notes")).to_contain_text(notes[1])
+
+        expect(badge(page)).to_have_attribute("data-state", "offline")
+        expect(badge(page)).to_contain_text("5 changes")
+        assert device_store(page)["outbox"] == 5
+        with server_db(live_server) as db:
+            assert client_results(db, client_id) == []
+        page.evaluate("window.__not_reloaded = true")
+    finally:
+        live_server.start()
+
+    # Nobody touches the device: its own retry (or the live stream reconnecting, or its timer)
+    # sends the queue.
+    back_at = time.monotonic()
+    expect_synced(page, timeout=DRAIN_BOUND_S * 1000)
+    print(f"queue drained {time.monotonic() - back_at:.1f} s after the server came back")
+    assert page.evaluate("window.__not_reloaded === true"), "the page was reloaded"
+    assert device_store(page)["outbox"] == 0
+
+    with server_db(live_server) as db:
+        results = client_results(db, client_id)
+        assert [r["type"] for r in results] == ["observation.record", "observation.record",
+                                                "note.write", "observation.record", "note.write"]
+        changes = assert_applied_once_in_order(db, client_id, 5)
+        assert [c["entity"] for c in changes] == ["observation", "observation", "note",
+                                                  "observation", "note"]
+        written = []
+        for change in changes:
+            if change["entity"] == "note":
+                written.append(db.execute("SELECT text FROM note WHERE id = ?",
+                                          (change["entity_id"],)).fetchone()["text"])
+            else:
+                row = db.execute("SELECT code, value_number, patient_id FROM observation WHERE id = ?",
+                                 (change["entity_id"],)).fetchone()
+                assert row["patient_id"] == patient_id
+                written.append((row["code"], row["value_number"]))
+        # One form's readings go in the form's order; the forms in the order they were sent.
+        assert sorted(written[:2]) == [("8310-5", 37.9), ("8867-4", 88.0)]
+        assert written[2:] == [notes[0], ("8867-4", 91.0), notes[1]]
+        assert note_counts(db, notes) == {text: 1 for text in notes}
+
+
+# -- c. a reload, then the whole browser closing, in the middle of a flush ---------------------
+
+def test_a_flush_cut_by_a_reload_or_by_closing_the_browser_sends_everything_once(browser,
+                                                                               live_server,
+                                                                               tmp_path):
+    state = signed_in_state(browser, live_server, live_server.user("clinician", RIVERSIDE))
+    profile = tmp_path / "profile"
+    context = launch_profile(browser, profile, state)
+    try:
+        page = first_page(context)
+        page.goto(live_server.url + "/")
+        wait_until_ready(page)
+        store = device_store(page)
+        client_id, patient_id = store["client_id"], store["patients"][0]
+        open_from_device(page, f"{live_server.url}/patients/{patient_id}")
+        tag = unique_family("Flush")
+
+        # 1. Reload the page the moment the flush starts.
+        go_offline(context)
+        reloaded = [f"{tag} reload {i:03}" for i in range(60)]
+        queue_notes(page, patient_id, reloaded)
+        with context.expect_event("request", predicate=is_push):
+            go_online(context, page)
+        page.reload()
+        expect_synced(page)
+        with server_db(live_server) as db:
+            assert note_counts(db, reloaded) == {text: 1 for text in reloaded}
+            assert_applied_once_in_order(db, client_id, len(reloaded))
+
+        # 2. Close the whole browser while the second of two push batches (100 + 50) is on
+        # its way: the server may apply it, but the device never hears the answer.
+        go_offline(context)
+        closed = [f"{tag} close {i:03}" for i in range(150)]
+        queue_notes(page, patient_id, closed)
+        pushes = []
+
+        def second_push(request):
+            if is_push(request):
+                pushes.append(request)
+            return len(pushes) >= 2
+
+        with context.expect_event("request", predicate=second_push, timeout=20_000):
+            go_online(context, page)
+    finally:
+        context.close()
+    with server_db(live_server) as db:
+        at_close = len(client_results(db, client_id))
+    print(f"the server held {at_close} of {len(reloaded) + len(closed)} when the browser closed")
+
+    # The person opens the browser again (the session cookie did not survive the restart:
+    # they sign in again, here by getting the same session's cookie back).
+    context = launch_profile(browser, profile, state)
+    try:
+        # Hold the worker back until we have seen what the device kept.
+        context.route("**/sync/v1/**", lambda route: route.abort())
+        page = first_page(context)
+        page.goto(live_server.url + "/")
+        store = device_store(page)
+        assert store["client_id"] == client_id
+        assert store["outbox"] > 0, "the browser closed after the flush ended: nothing was tested"
+        context.unroute("**/sync/v1/**")
+        go_online(context, page)
+        expect_synced(page)
+        assert device_store(page)["outbox"] == 0
+    finally:
+        context.close()
+
+    every = reloaded + closed
+    with server_db(live_server) as db:
+        assert note_counts(db, every) == {text: 1 for text in every}
+        changes = assert_applied_once_in_order(db, client_id, len(every))
+        texts = [db.execute("SELECT text FROM note WHERE id = ?", (c["entity_id"],)).fetchone()["text"]
+                 for c in changes]
+        assert texts == every
+
+
+# -- g. a new version of the app is deployed while the outbox holds writes ---------------------
+
+def test_a_new_version_deployed_with_writes_queued_sends_them_once(new_context, live_server):
+    context, page = device(new_context, live_server, live_server.user("lab", HILLTOP))
+    store = device_store(page)
+    client_id, patient_id = store["client_id"], store["patients"][0]
+    open_from_device(page, f"{live_server.url}/patients/{patient_id}")
+    old_version = served_worker_version(live_server)
+    assert controller_version(page) == old_version
+
+    go_offline(context)
+    tag = unique_family("Release")
+    page.locator("#notes").get_by_role("link", name="Write note").click()
+    texts = [f"{tag} written in the old version"]
+    page.get_by_label("Note").fill(texts[0])
+    page.get_by_role("button", name="Save as draft").click()
+    expect(page.get_by_role("status")).to_have_text("Note saved as a draft.")
+    more = [f"{tag} queued {i}" for i in range(4)]
+    queue_notes(page, patient_id, more)
+    texts += more
+    assert device_store(page)["outbox"] == 5
+
+    had_release = "APP_RELEASE" in live_server.env
+    old_release = live_server.env.get("APP_RELEASE")
+    try:
+        live_server.env["APP_RELEASE"] = "test-release-2"
+        live_server.restart()
+        new_version = served_worker_version(live_server)
+        assert new_version != old_version
+
+        # The old worker must not send the queue first: sync answers fail until the new one
+        # controls the page, so it is the new version that finds and sends the old outbox.
+        context.route("**/sync/v1/push", lambda route: route.abort())
+        context.route("**/sync/v1/pull", lambda route: route.abort())
+        go_online(context, page)
+        page.evaluate("navigator.serviceWorker.getRegistration().then((r) => r.update()).then(() => true)")
+        deadline = time.monotonic() + 20
+        while controller_version(page) != new_version:
+            assert time.monotonic() < deadline, "the new worker never took over the page"
+            page.wait_for_timeout(200)
+        assert device_store(page)["outbox"] == 5
+        with server_db(live_server) as db:
+            assert client_results(db, client_id) == []
+
+        pushed_by = []
+        context.on("request", lambda r: pushed_by.append(
+            json.loads(r.post_data)["telemetry"]["worker_version"]) if is_push(r) else None)
+        context.unroute("**/sync/v1/push")
+        context.unroute("**/sync/v1/pull")
+        go_online(context, page)
+        expect_synced(page)
+        assert device_store(page)["outbox"] == 0
+        assert pushed_by and set(pushed_by) == {new_version}
+
+        with server_db(live_server) as db:
+            assert note_counts(db, texts) == {text: 1 for text in texts}
+            assert_applied_once_in_order(db, client_id, len(texts))
+            telemetry = json.loads(db.execute("SELECT telemetry FROM sync_client WHERE client_id = ?",
+                                              (client_id,)).fetchone()[0])
+            assert telemetry["worker_version"] == new_version
+            assert telemetry["queue_depth"] == 0
+    finally:
+        if had_release:
+            live_server.env["APP_RELEASE"] = old_release
+        else:
+            live_server.env.pop("APP_RELEASE", None)
+        live_server.restart()
+        assert served_worker_version(live_server) == old_version
+
+
+# -- r. the first sync, cut short by closing the browser, resumes where it stopped -------------
+
+PULL_PAGE = 10
+
+_PROGRESS = """() => {
+  const box = document.querySelector("#initial-sync");
+  const bar = box && box.querySelector("progress");
+  return { shown: !!box && !box.hidden, value: bar ? bar.value : null,
+           ready: document.documentElement.dataset.offlineReady || null };
+}"""
+
+
+def test_a_first_sync_cut_short_by_closing_the_browser_resumes_where_it_stopped(browser,
+                                                                              live_server,
+                                                                              tmp_path):
+    user = live_server.user("lab", RIVERSIDE)
+    state = signed_in_state(browser, live_server, user)
+    had_page = "SYNC_BROWSER_PULL_PAGE" in live_server.env
+    old_page = live_server.env.get("SYNC_BROWSER_PULL_PAGE")
+    live_server.env["SYNC_BROWSER_PULL_PAGE"] = str(PULL_PAGE)
+    live_server.restart()
+    profile = tmp_path / "profile"
+    try:
+        # A profile this person never used: the first sync starts, in pages of 10 records.
+        context = launch_profile(browser, profile, state)
+        try:
+            page = first_page(context)
+            page.goto(live_server.url + "/")
+            deadline = time.monotonic() + 20
+            while True:
+                progress = page.evaluate(_PROGRESS)
+                assert progress["ready"] != "yes", "the first sync ended before it could be cut"
+                if progress["shown"] and progress["value"] >= 5 * PULL_PAGE:
+                    break
+                assert time.monotonic() < deadline, f"no progress shown: {progress}"
+            reached = progress["value"]
+        finally:
+            context.close()
+
+        context = launch_profile(browser, profile, state)
+        try:
+            pulls = []
+            context.on("request", lambda r: pulls.append(json.loads(r.post_data)) if is_pull(r) else None)
+            page = first_page(context)
+            page.goto(live_server.url + "/")
+            shown = []
+            deadline = time.monotonic() + 30
+            while (progress := page.evaluate(_PROGRESS))["ready"] != "yes":
+                if progress["shown"]:
+                    shown.append(progress["value"])
+                assert time.monotonic() < deadline, f"the first sync did not finish: {progress}"
+            store = device_store(page)
+            print(f"cut at {reached} records; after the relaunch the bar showed {shown[:3]}...; "
+                  f"{len(pulls)} pulls to finish; {store['rows']} records held")
+
+            # It went on from the stored cursor, and the bar never went back.
+            assert pulls and pulls[0]["cursor"] is not None, "the first sync started over"
+            assert all(p["client_id"] == store["client_id"] for p in pulls)
+            assert all(value >= reached for value in shown), (reached, shown)
+            initial = store["initial_sync"]
+            assert initial["done"] is True
+            # Nothing came twice, but the one page whose answer the closing browser lost.
+            assert store["rows"] <= initial["received"] <= store["rows"] + PULL_PAGE, initial
+            assert store["outbox"] == 0
+
+            # The server agrees: what it sent this device is what the device holds, plus at
+            # most that one page (a first sync started over would have sent `reached` more).
+            with audit_db(live_server) as audit:
+                sent = sum(json.loads(detail)["records"] for (detail,) in audit.execute(
+                    "SELECT detail FROM audit_event WHERE action = 'sync.pull' AND device = ?",
+                    (store["client_id"],)))
+            assert store["rows"] <= sent <= store["rows"] + PULL_PAGE, (sent, store["rows"])
+
+            # And the device works with no network: a chart comes from the device.
+            patient_id = store["patients"][0]
+            with server_db(live_server) as db:
+                given, family = db.execute("SELECT given_name, family_name FROM patient WHERE id = ?",
+                                           (patient_id,)).fetchone()
+            go_offline(context)
+            open_from_device(page, f"{live_server.url}/patients/{patient_id}")
+            expect(page.locator("main")).to_contain_text(family)
+            expect(page.locator("main")).to_contain_text(given)
+        finally:
+            context.close()
+    finally:
+        if had_page:
+            live_server.env["SYNC_BROWSER_PULL_PAGE"] = old_page
+        else:
+            live_server.env.pop("SYNC_BROWSER_PULL_PAGE", None)
+        live_server.restart()
