@@ -57,11 +57,16 @@ const runtime = {
   /** @type {{category: string, text: string}[]} */ flashes: [],
 };
 
-const deviceDb = () => openDB("clinic-record-device", 1, {
-  upgrade(db, oldVersion) {
-    if (oldVersion < 1) db.createObjectStore("device");
-  },
-});
+/** @type {Promise<any>|null} */
+let deviceConnection = null;
+const deviceDb = () => {
+  deviceConnection ??= openDB("clinic-record-device", 1, {
+    upgrade(db, oldVersion) {
+      if (oldVersion < 1) db.createObjectStore("device");
+    },
+  });
+  return deviceConnection;
+};
 
 async function currentUserId() {
   return (await deviceDb()).get("device", "current_user_id");
@@ -99,6 +104,15 @@ async function storeOf() {
   return runtime.db;
 }
 
+/** Nobody is signed in on this device any more: their store (and queue) stays, unopened. */
+async function forgetUser() {
+  runtime.session = null;
+  runtime.db = null;
+  runtime.flashes = [];
+  syncer.forget();
+  await setCurrentUser(null);
+}
+
 /** Ask the server who is signed in; switches this device's store when the person changed. */
 async function refreshSession() {
   let response;
@@ -107,12 +121,23 @@ async function refreshSession() {
   } catch {
     return null;
   }
+  if (response.status === 401) {
+    await forgetUser();
+    return null;
+  }
   if (!response.ok || !(response.headers.get("Content-Type") || "").includes("json")) return null;
   const session = await response.json();
-  if (!session.offline) return null; // the console's roles keep no patient data on devices
-  if (!runtime.session || runtime.session.user_id !== session.user_id) {
+  if (!session.offline) {
+    // The console's roles keep no patient data on devices; nor does anyone see the last
+    // clinical user's pages after them.
+    await forgetUser();
+    return null;
+  }
+  if (!runtime.session || runtime.session.user_id !== session.user_id || !runtime.db) {
+    if (runtime.session && runtime.session.user_id !== session.user_id) syncer.forget();
     await setCurrentUser(session.user_id);
     runtime.db = await open(session.user_id);
+    runtime.flashes = [];
   }
   const db = runtime.db;
   const held = await getMeta(db, "session");
@@ -137,12 +162,13 @@ const syncer = new Syncer({
   db: storeOf,
   session: loadSession,
   refreshSession,
+  afterSync: (session) => sendDiscards(session),
   version: VERSION,
   announce: (status) => broadcast({ type: "status", status: { ...status, version: VERSION } }),
 });
 
 function kick(reason) {
-  syncer.run(reason).catch((error) => console.error("sync failed", error));
+  return syncer.run(reason).catch((error) => console.error("sync failed", error));
 }
 
 async function broadcast(message) {
@@ -157,13 +183,12 @@ sw.addEventListener("message", (event) => {
       // A page rendered by the server says who is signed in; the worker follows.
       const session = await loadSession();
       if (data.user_id && (!session || session.user_id !== data.user_id || syncer.status.needs_sign_in)) {
-        await refreshSession();
-        syncer.status.needs_sign_in = false;
+        if (await refreshSession()) syncer.status.needs_sign_in = false;
       }
-      kick("start");
+      await kick("start");
     } else if (data.type === "sync" || data.type === "poke" || data.type === "online") {
       if (data.type === "online") syncer.failures = 0;
-      kick(data.type);
+      await kick(data.type);
     } else if (data.type === "status") {
       await syncer.refresh({ changed: false });
     } else if (data.type === "pending-count") {
@@ -192,6 +217,10 @@ sw.addEventListener("fetch", (event) => {
     event.respondWith(signOut(request));
     return;
   }
+  if (request.method === "POST" && (url.pathname.startsWith("/login") || url.pathname === "/session/clinic")) {
+    event.respondWith(changingWhoOrWhere(request));
+    return;
+  }
   event.respondWith(answer(request, url));
 });
 
@@ -200,10 +229,16 @@ async function fromCache(request) {
   return cached || fetch(request);
 }
 
+/** A sign-in, or a switch of clinic: once the server has answered, ask it who and where. */
+async function changingWhoOrWhere(request) {
+  const response = await network(request);
+  if (response.status < 400) await refreshSession();
+  return response;
+}
+
 async function signOut(request) {
   // The queue stays in this person's store; it is sent the next time they sign in here.
-  runtime.session = null;
-  await setCurrentUser(null);
+  await forgetUser();
   try {
     return await fetch(request);
   } catch {
@@ -212,6 +247,8 @@ async function signOut(request) {
 }
 
 async function ready() {
+  // The server said this session has ended: the person signs in again before seeing patients.
+  if (syncer.status.needs_sign_in) return null;
   const session = await loadSession();
   if (!session || !session.offline) return null;
   const initial = await getMeta(runtime.db, "initial_sync");
@@ -219,12 +256,22 @@ async function ready() {
 }
 
 async function answer(request, url) {
-  const session = await ready();
-  const found = session && (url.pathname === "/device" || url.pathname.startsWith("/device/")
-    ? { handler: devicePage, params: [] } : match(request.method, url.pathname));
+  let session, found, form;
+  try {
+    session = await ready();
+    found = session && (url.pathname === "/device" || url.pathname.startsWith("/device/")
+      ? { handler: devicePage, params: [] } : match(request.method, url.pathname));
+    form = found && request.method === "POST" ? await request.clone().formData() : null;
+  } catch (error) {
+    console.error("the device could not answer; asking the server", url.pathname, error);
+    return network(request);
+  }
   if (!session || !found) return network(request);
-  const form = request.method === "POST" ? await request.clone().formData() : null;
-  const ctx = context(request, url, session, form, found.params);
+  // Forms the worker rendered carry the session's token; anything else (a form from another
+  // site, or a page the server rendered) goes to the server, which checks its own way.
+  if (form && form.get("csrf_token") !== session.shell.csrf_token) return network(request);
+  const db = runtime.db;
+  const ctx = context(request, url, session, form, found.params, db);
   try {
     return await found.handler(ctx);
   } catch (error) {
@@ -255,7 +302,7 @@ async function offlinePage(request) {
     return new Response(`<!doctype html><meta charset="utf-8"><title>No connection</title><p>${text}</p>`,
       { status: 503, headers: { "Content-Type": "text/html; charset=utf-8" } });
   }
-  const ctx = context(request, new URL(request.url), session, null, []);
+  const ctx = context(request, new URL(request.url), session, null, [], runtime.db);
   return ctx.render("error.html", { title: "No connection", status: 503, text }, { status: 503 });
 }
 
@@ -269,13 +316,12 @@ async function environment() {
   return runtime.env;
 }
 
-function context(request, url, session, form, params) {
+function context(request, url, session, form, params, db = runtime.db) {
   const isHtmx = request.headers.get("HX-Request") === "true";
   const boosted = request.headers.get("HX-Boosted") === "true";
   return {
-    request, url, params, session, form,
+    request, url, params, session, form, db,
     async records(patientId = null) {
-      const db = runtime.db;
       const rows = patientId
         ? await recordsOfPatient(db, patientId)
         : [...(await recordsOfEntity(db, "patient")).map((record) => ({ entity: "patient", id: record.id, record })),
@@ -299,12 +345,12 @@ function context(request, url, session, form, params) {
       runtime.flashes.push({ category, text: message });
     },
     async queue(mutations) {
-      try {
-        await enqueue(runtime.db, mutations, session.schemas.types);
-      } catch (error) {
-        // The same form sent twice: its mutation ids are already queued, so nothing is added.
-        if (!(error && error.name === "ConstraintError")) throw error;
-      }
+      // The same form sent twice (a double tap, Back and send again) carries the same ids:
+      // what is already queued, sent or refused is not queued again; the rest is.
+      const known = await Promise.all(mutations.map(async (m) => Boolean(
+        (await db.get("outbox", m.mid)) || (await db.get("sent", m.mid)) || (await db.get("quarantine", m.mid)))));
+      const fresh = mutations.filter((_, i) => !known[i]);
+      if (fresh.length) await enqueue(db, fresh, session.schemas.types);
       kick("write");
     },
     notLocal: () => network(request),
@@ -315,7 +361,7 @@ function context(request, url, session, form, params) {
 // This device: sync state, storage, and the changes the server refused
 
 async function devicePage(ctx) {
-  const db = runtime.db;
+  const db = ctx.db;
   const parts = ctx.url.pathname.split("/").filter(Boolean); // device, quarantine, <mid>, <action>
   if (ctx.request.method === "POST" && parts[1] === "quarantine" && parts[2]) {
     return quarantineAction(ctx, db, parts[2], parts[3]);
@@ -358,7 +404,8 @@ function label(session, type) {
 function quarantineView(session, entry) {
   const m = entry.mutation;
   const error = entry.error || {};
-  const problems = Object.fromEntries((error.problems || []).map((p) => [String(p.field).split(".")[0], p.message]));
+  // The server names fields within the mutation ("data.phone"); the form shows data's fields.
+  const problems = Object.fromEntries((error.problems || []).map((p) => [String(p.field).replace(/^data\./, "").split(".")[0], p.message]));
   const fields = Object.entries(m.data || {})
     // Record ids are not the person's to correct; what they typed is.
     .filter(([name, v]) => !name.endsWith("_id") && (v === null || ["string", "number"].includes(typeof v)))
@@ -419,6 +466,7 @@ async function reportDiscard(session, entry) {
 /** Discards are audited on the server; those made offline are reported when it is back. */
 async function sendDiscards(session) {
   const held = (await getMeta(runtime.db, "discards_unreported")) || [];
+  if (!held.length) return;
   const left = [];
   for (const body of held) {
     try {

@@ -13,6 +13,7 @@ from app.models import User
 from app.models.types import utcnow
 from app.services import accounts
 from app.web import auditing, sessions
+from app.web.redirects import local_path
 from app.web.rendering import render
 
 bp = Blueprint("auth", __name__)
@@ -24,9 +25,7 @@ def _sign_in_limit():
 
 
 def _safe_next(target: str | None) -> str:
-    if target and target.startswith("/") and not target.startswith("//"):
-        return target
-    return "/"
+    return local_path(target)
 
 
 def _pending_user() -> User | None:

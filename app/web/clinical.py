@@ -19,6 +19,7 @@ from app.web import auditing
 from app.web.access import clinical_required
 from app.web.forms import (errors_of, flash_result, integer, number, pick, text,
                            visible_patient_or_404)
+from app.web.redirects import local_path
 from app.web.rendering import render
 from app.web.submit import form_mid, submit, submit_many
 
@@ -83,14 +84,12 @@ def visit_move_post(visit_id: str):
     station = text("station")
     if station not in STATIONS:
         flash("Choose a station to send the patient to.", "error")
-        return redirect(request.referrer or f"/visits/{visit.id}", code=303)
+        return redirect(f"/visits/{visit.id}", code=303)
     result = submit("visit.move", "visit", visit.id, {"station": station},
                     base_version=integer("base_version"), patient_id=visit.patient_id)
     name = f"{visit.patient.given_name} {visit.patient.family_name}"
     flash_result(result, f"{name} sent to {STATION_LABELS[station]}.")
-    back = text("next")
-    return redirect(back if back and back.startswith("/") and not back.startswith("//")
-                    else f"/visits/{visit.id}", code=303)
+    return redirect(local_path(text("next"), f"/visits/{visit.id}"), code=303)
 
 
 # Vitals -------------------------------------------------------------------------------------

@@ -38,6 +38,14 @@ export function integer(form, name) {
   return /^[+-]?\d+$/.test(value) ? parseInt(value, 10) : value;
 }
 
+// Browsers read a backslash as a slash and drop tabs and newlines: see app/web/redirects.py.
+const LOCAL_PATH = /^\/(?![/\\])[^\\\x00-\x20\x7f]*$/;
+
+/** app/web/redirects.py::local_path */
+export function localPath(target, fallback = "/") {
+  return typeof target === "string" && LOCAL_PATH.test(target) ? target : fallback;
+}
+
 /** app/web/submit.py::form_mid */
 export async function formMid(form, path, name = "") {
   let token = String(form.get("mid") || "");

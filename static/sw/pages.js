@@ -5,7 +5,7 @@
 // not here, or about a patient not on this device, goes to the network.
 
 import { chartContext, patientSummary, searchContext, visitContext, worklistContext, openVisitId } from "./contexts.js";
-import { build, errorsFrom, formMid, integer, likelyDuplicates, pick, text, vitalsMutations } from "./forms.js";
+import { build, errorsFrom, formMid, integer, likelyDuplicates, localPath, pick, text, vitalsMutations } from "./forms.js";
 import { newId } from "./ids.js";
 
 const UUID = "([0-9a-fA-F-]{36})";
@@ -168,8 +168,9 @@ async function startVisit(ctx) {
 }
 
 async function visitPage(ctx) {
-  const records = await ctx.records();
-  const context = visitContext(ctx.session, records, ctx.params[0]);
+  const visit = (await ctx.records()).get(`visit:${ctx.params[0]}`);
+  if (!visit) return ctx.notLocal();
+  const context = visitContext(ctx.session, await ctx.records(visit.patient_id), ctx.params[0]);
   if (!context) return ctx.notLocal();
   return ctx.render("visits/visit.html", { ...context, mid: newId() });
 }
@@ -183,18 +184,23 @@ async function moveVisit(ctx) {
   const station = text(form, "station");
   if (!station || !ctx.session.stations.all.includes(station)) {
     ctx.flash("error", "Choose a station to send the patient to.");
-    return ctx.redirect(ctx.request.referrer || `/visits/${visitId}`);
+    return ctx.redirect(`/visits/${visitId}`);
   }
   const baseVersion = integer(form, "base_version");
-  const { mutation } = build(ctx.session, "visit.move", "visit", visitId, { station }, {
+  const { mutation, problems } = build(ctx.session, "visit.move", "visit", visitId, { station }, {
     mid: await formMid(form, ctx.url.pathname), base_version: baseVersion,
     patient_id: visit.patient_id,
   });
+  const back = localPath(text(form, "next"), `/visits/${visitId}`);
+  if (problems.length) {
+    ctx.flash("error", problems[0].message);
+    return ctx.redirect(back);
+  }
   await ctx.queue([mutation]);
-  const patient = records.get(`patient:${visit.patient_id}`) || {};
-  ctx.flash("success", `${patient.given_name} ${patient.family_name} sent to ${ctx.session.stations.labels[station]}.`);
-  const back = text(form, "next");
-  return ctx.redirect(back && back.startsWith("/") && !back.startsWith("//") ? back : `/visits/${visitId}`);
+  const patient = records.get(`patient:${visit.patient_id}`);
+  const who = patient ? `${patient.given_name} ${patient.family_name}` : "The patient";
+  ctx.flash("success", `${who} sent to ${ctx.session.stations.labels[station]}.`);
+  return ctx.redirect(back);
 }
 
 function patientForm(ctx, records, template, values, errors, extra = {}) {

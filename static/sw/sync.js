@@ -30,6 +30,7 @@ export class Unreachable extends Error {
  *   session: () => Promise<any>,
  *   refreshSession: () => Promise<any>,
  *   announce: (status: any) => void,
+ *   afterSync?: (session: any) => Promise<void>,
  *   version: string,
  * }} SyncDeps
  */
@@ -60,14 +61,19 @@ export class Syncer {
   /** @param {SyncDeps} deps */
   constructor(deps) {
     this.deps = deps;
-    this.status = {
-      state: "synced", pending: 0, quarantined: 0, needs_sign_in: false, offline: false,
-      last_synced_at: null, last_error: null, initial: null, storage: null,
-    };
+    this.forget();
     this.failures = 0;
     this.timer = null;
     this.again = false;
     this.pushBatch = PUSH_BATCH;
+  }
+
+  /** A new person on the device: nothing of the last one's state carries over. */
+  forget() {
+    this.status = {
+      state: "synced", pending: 0, quarantined: 0, needs_sign_in: false, offline: false,
+      blocked: false, last_synced_at: null, last_error: null, initial: null, storage: null,
+    };
   }
 
   /** Run a flush and pull now, or right after the one in progress. */
@@ -85,6 +91,15 @@ export class Syncer {
     };
     if (locks) await locks.request(LOCK, { ifAvailable: true }, body);
     else await body(true);
+    // A kick that arrived after the last cycle began but before the lock was let go.
+    if (this.again && !this.rerunning) {
+      this.rerunning = true;
+      try {
+        await this.run("again");
+      } finally {
+        this.rerunning = false;
+      }
+    }
   }
 
   async cycle(reason) {
@@ -93,10 +108,12 @@ export class Syncer {
     try {
       await this.push(session);
       const changed = await this.pull(session);
+      if (this.deps.afterSync) await this.deps.afterSync(session);
       this.failures = 0;
       this.pushBatch = PUSH_BATCH;
       this.status.offline = false;
       this.status.needs_sign_in = false;
+      this.status.blocked = false;
       this.status.last_error = null;
       this.status.last_synced_at = new Date().toISOString();
       await this.refresh({ changed });
@@ -109,6 +126,8 @@ export class Syncer {
         this.status.last_error = error.message;
         this.retryLater(error.retryAfterMs);
       } else {
+        // The server refused the request itself (not one change): a person must look.
+        this.status.blocked = true;
         this.status.last_error = `Sync stopped: ${error && error.message ? error.message : error}`;
         this.retryLater(null);
       }
@@ -128,7 +147,7 @@ export class Syncer {
     if (this.timer) clearTimeout(this.timer);
     this.timer = setTimeout(() => {
       this.timer = null;
-      this.run("timer");
+      this.run("timer").catch((error) => console.error("sync failed", error));
     }, delayMs);
   }
 
@@ -141,7 +160,7 @@ export class Syncer {
     this.status.quarantined = counts.quarantined;
     this.status.oldest_pending_at = counts.oldest_pending_at;
     this.status.initial = (await getMeta(db, "initial_sync")) || null;
-    this.status.state = this.status.needs_sign_in || counts.quarantined ? "attention"
+    this.status.state = this.status.needs_sign_in || this.status.blocked || counts.quarantined ? "attention"
       : this.status.offline ? "offline" : counts.pending ? "pending" : "synced";
     this.deps.announce({ ...this.status, changed });
   }
@@ -176,15 +195,20 @@ export class Syncer {
       const reply = await this.post(session, "/sync/v1/push", {
         protocol: PROTOCOL, client_id: clientId, mutations: batch, telemetry: await this.telemetry(db),
       });
+      if ((reply.status === 200 || reply.status === 409) && !Array.isArray(reply.body.results)) {
+        // A 200 that is not the server's answer (a captive portal's page, a proxy's).
+        throw new Unreachable("The network answered, but not the server. Changes are kept and sent again shortly.");
+      }
       if (reply.status === 200 || reply.status === 409) {
         const settled = await settle(db, reply.body.results || [], reply.requestId);
         await rememberConflicts(db, batch, settled.conflicts || []);
         if (reply.status === 409) await renumberFrom(db, reply.body.expected_seq);
         continue;
       }
-      if (reply.status === 400 || reply.status === 413) {
-        // The server refused the whole batch. Narrow it down until the one it cannot take
-        // stands alone; that one waits in quarantine for a person, the rest go on.
+      const namesAMutation = (reply.body.problems || []).some((p) => Number.isInteger(p.index));
+      if (reply.status === 413 || (reply.status === 400 && namesAMutation)) {
+        // The server refused the whole batch because of what one change holds. Narrow it down
+        // until that one stands alone; it waits in quarantine for a person, the rest go on.
         if (batch.length > 1) {
           this.pushBatch = Math.max(1, Math.floor(batch.length / 2));
           continue;
@@ -213,7 +237,10 @@ export class Syncer {
       });
       if (reply.status !== 200) this.raiseFor(reply);
       const body = reply.body;
-      const initial = await getMeta(db, "initial_sync");
+      const held = await getMeta(db, "initial_sync");
+      // After a reset the device holds only part of its subset until the refill ends, so the
+      // worker sends pages to the server meanwhile, as on the first sign-in.
+      const initial = body.reset ? { done: false, received: 0, estimate: held?.estimate || 0, started_at: new Date().toISOString() } : held;
       const progress = initial && !initial.done ? {
         ...initial, received: (initial.received || 0) + body.changes.length, done: !body.has_more,
       } : null;
@@ -224,7 +251,7 @@ export class Syncer {
       });
       changed = changed || stored > 0 || body.reset;
       // A server restored from a backup lost some of what this device sent: send it again.
-      if (body.reset && body.last_seq < ackedSeq) await renumberFrom(db, body.last_seq + 1);
+      if (body.last_seq < ackedSeq) await renumberFrom(db, body.last_seq + 1);
       if (progress) await this.refresh({ changed: false });
       if (!body.has_more) return changed;
     }
