@@ -165,11 +165,13 @@ def device_store(page) -> dict | None:
 
 
 # Posts forms the way a person's browser does, to the worker (which queues them): fast enough
-# to queue a hundred writes. Each form carries a fresh `mid` token, as every rendered form does.
+# to queue a hundred writes. Each form carries the page's CSRF token and a fresh `mid` token,
+# as every rendered form does.
 _POST_NOTES = """async ([patientId, texts]) => {
+  const token = document.querySelector('meta[name="csrf-token"]').content;
   const answers = [];
   for (const text of texts) {
-    const body = new URLSearchParams({ mid: crypto.randomUUID(), text, sign: "no" });
+    const body = new URLSearchParams({ csrf_token: token, mid: crypto.randomUUID(), text, sign: "no" });
     const answer = await fetch(`/patients/${patientId}/notes`, { method: "POST", body, redirect: "manual" });
     answers.push(answer.type === "opaqueredirect" ? "redirect" : String(answer.status));
   }
@@ -178,7 +180,8 @@ _POST_NOTES = """async ([patientId, texts]) => {
 
 
 def queue_notes(page, patient_id: str, texts: list[str]) -> None:
-    """Write one draft note per text through the note form's address; each must be queued
-    by the worker (answered with the redirect to the chart), never sent to the server."""
+    """Write one draft note per text through the note form's address, from a page the worker
+    rendered (its CSRF token is the one the worker checks), with the network off: each must be
+    queued by the worker (answered with the redirect to the chart)."""
     answers = page.evaluate(_POST_NOTES, [patient_id, texts])
     assert answers == ["redirect"] * len(texts), answers

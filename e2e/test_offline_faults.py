@@ -10,11 +10,13 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import shutil
 import signal
 import sqlite3
 import time
 import urllib.request
 
+import pytest
 from playwright.sync_api import expect
 
 from e2e.helpers import server_db
@@ -28,6 +30,14 @@ DRAIN_BOUND_S = 40
 
 # -- helpers ---------------------------------------------------------------------------------
 
+@pytest.fixture
+def profile(tmp_path):
+    """A browser profile directory that outlives one launch of the browser; removed after."""
+    path = tmp_path / "profile"
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
 def is_push(request) -> bool:
     return request.method == "POST" and request.url.endswith("/sync/v1/push")
 
@@ -40,6 +50,27 @@ def first_page(context):
     return context.pages[0] if context.pages else context.new_page()
 
 
+def record_vitals(page, **readings: str) -> None:
+    """From a chart, through the vitals form (field name=value)."""
+    page.locator("#vitals").get_by_role("link", name="Record vitals").click()
+    page.wait_for_url(re.compile(r"/vitals$"))
+    form = page.locator("form[action$='/vitals']")
+    for field, value in readings.items():
+        form.locator(f"input[name={field}]").fill(value)
+    form.get_by_role("button", name="Save readings").click()
+    page.wait_for_url(re.compile(r"/patients/[0-9a-f-]{36}(#vitals)?$"))
+
+
+def write_note(page, text: str) -> None:
+    """From a chart, through the note form, as a draft; back on the chart with it shown."""
+    page.locator("#notes").get_by_role("link", name="Write note").click()
+    page.wait_for_url(re.compile(r"/notes$"))
+    page.get_by_label("Note").fill(text)
+    page.get_by_role("button", name="Save as draft").click()
+    expect(page.get_by_role("status")).to_have_text("Note saved as a draft.")
+    expect(page.locator("#notes")).to_contain_text(text)
+
+
 def served_worker_version(live_server) -> str:
     """The version the server stamps into /sw.js now."""
     with urllib.request.urlopen(live_server.url + "/sw.js", timeout=10) as answer:
@@ -49,11 +80,13 @@ def served_worker_version(live_server) -> str:
     return found.group(1)
 
 
-# Asks the worker that controls the page for its status; only its own answer counts.
+# Asks the worker that controls the page for its status; only its own answer counts. A new
+# worker controls the page from the start of its activation, before its `activate` handler has
+# run (deleting the old caches, for one): until it is "activated" it does not count.
 _CONTROLLER_VERSION = """() => new Promise((resolve) => {
   const workers = navigator.serviceWorker;
   const controller = workers.controller;
-  if (!controller) return resolve(null);
+  if (!controller || controller.state !== "activated") return resolve(null);
   const heard = (event) => {
     if (event.source !== controller || !event.data || event.data.type !== "status") return;
     workers.removeEventListener("message", heard);
@@ -66,6 +99,7 @@ _CONTROLLER_VERSION = """() => new Promise((resolve) => {
 
 
 def controller_version(page) -> str | None:
+    """The version of the activated worker that controls the page (None: none yet)."""
     return page.evaluate(_CONTROLLER_VERSION)
 
 
@@ -131,27 +165,12 @@ def test_writes_made_while_the_server_is_down_are_sent_by_themselves_once_in_ord
     try:
         # The device renders every page and queues every write while the server is gone.
         open_from_device(page, chart)
-        page.locator("#vitals").get_by_role("link", name="Record vitals").click()
-        page.get_by_label("Temperature").fill("37.9")
-        page.get_by_label("Heart rate").fill("88")
-        page.get_by_role("button", name="Save readings").click()
+        record_vitals(page, temperature="37.9", heart_rate="88")
         expect(page.get_by_role("status")).to_have_text("2 readings recorded.")
-
-        page.locator("#notes").get_by_role("link", name="Write note").click()
-        page.get_by_label("Note").fill(notes[0])
-        page.get_by_role("button", name="Save as draft").click()
-        expect(page.get_by_role("status")).to_have_text("Note saved as a draft.")
-
-        page.locator("#vitals").get_by_role("link", name="Record vitals").click()
-        page.get_by_label("Heart rate").fill("91")
-        page.get_by_role("button", name="Save readings").click()
+        write_note(page, notes[0])
+        record_vitals(page, heart_rate="91")
         expect(page.get_by_role("status")).to_have_text("1 reading recorded.")
-
-        page.locator("#notes").get_by_role("link", name="Write note").click()
-        page.get_by_label("Note").fill(notes[1])
-        page.get_by_role("button", name="Save as draft").click()
-        expect(page.get_by_role("status")).to_have_text("Note saved as a draft.")
-        expect(page.locator("#notes")).to_contain_text(notes[1])
+        write_note(page, notes[1])
 
         expect(badge(page)).to_have_attribute("data-state", "offline")
         expect(badge(page)).to_contain_text("5 changes")
@@ -187,9 +206,8 @@ def test_writes_made_while_the_server_is_down_are_sent_by_themselves_once_in_ord
                                  (change["entity_id"],)).fetchone()
                 assert row["patient_id"] == patient_id
                 written.append((row["code"], row["value_number"]))
-        # One form's readings go in the form's order; the forms in the order they were sent.
-        assert sorted(written[:2]) == [("8310-5", 37.9), ("8867-4", 88.0)]
-        assert written[2:] == [notes[0], ("8867-4", 91.0), notes[1]]
+        # One form's readings in the form's order (heart rate first), then the later writes.
+        assert written == [("8867-4", 88.0), ("8310-5", 37.9), notes[0], ("8867-4", 91.0), notes[1]]
         assert note_counts(db, notes) == {text: 1 for text in notes}
 
 
@@ -197,9 +215,8 @@ def test_writes_made_while_the_server_is_down_are_sent_by_themselves_once_in_ord
 
 def test_a_flush_cut_by_a_reload_or_by_closing_the_browser_sends_everything_once(browser,
                                                                                live_server,
-                                                                               tmp_path):
+                                                                               profile):
     state = signed_in_state(browser, live_server, live_server.user("clinician", RIVERSIDE))
-    profile = tmp_path / "profile"
     context = launch_profile(browser, profile, state)
     try:
         page = first_page(context)
@@ -281,11 +298,8 @@ def test_a_new_version_deployed_with_writes_queued_sends_them_once(new_context, 
 
     go_offline(context)
     tag = unique_family("Release")
-    page.locator("#notes").get_by_role("link", name="Write note").click()
     texts = [f"{tag} written in the old version"]
-    page.get_by_label("Note").fill(texts[0])
-    page.get_by_role("button", name="Save as draft").click()
-    expect(page.get_by_role("status")).to_have_text("Note saved as a draft.")
+    write_note(page, texts[0])
     more = [f"{tag} queued {i}" for i in range(4)]
     queue_notes(page, patient_id, more)
     texts += more
@@ -353,14 +367,13 @@ _PROGRESS = """() => {
 
 def test_a_first_sync_cut_short_by_closing_the_browser_resumes_where_it_stopped(browser,
                                                                               live_server,
-                                                                              tmp_path):
+                                                                              profile):
     user = live_server.user("lab", RIVERSIDE)
     state = signed_in_state(browser, live_server, user)
     had_page = "SYNC_BROWSER_PULL_PAGE" in live_server.env
     old_page = live_server.env.get("SYNC_BROWSER_PULL_PAGE")
     live_server.env["SYNC_BROWSER_PULL_PAGE"] = str(PULL_PAGE)
     live_server.restart()
-    profile = tmp_path / "profile"
     try:
         # A profile this person never used: the first sync starts, in pages of 10 records.
         context = launch_profile(browser, profile, state)

@@ -333,7 +333,9 @@ function context(request, url, session, form, params, db = runtime.db) {
     async render(name, pageContext, options = {}) {
       const env = await environment();
       const chosen = options.fragment && isHtmx && !boosted ? options.fragment : name;
-      const shell = { ...session.shell, messages: runtime.flashes.splice(0), request_id: null };
+      // Messages go to the next whole page, never to a fragment a poll fetched meanwhile.
+      const messages = chosen === name ? runtime.flashes.splice(0) : [];
+      const shell = { ...session.shell, messages, request_id: null };
       const html = renderTemplate(env, chosen, { ...shell, ...pageContext });
       return new Response(html, {
         status: options.status || 200,
@@ -354,6 +356,11 @@ function context(request, url, session, form, params, db = runtime.db) {
       kick("write");
     },
     notLocal: () => network(request),
+    /** Now by the server's clock, as last seen: a tablet's clock may be minutes off. */
+    async now() {
+      const offset = await getMeta(db, "clock_offset_ms");
+      return new Date(Date.now() + (Number.isFinite(offset) ? offset : 0)).toISOString();
+    },
   };
 }
 

@@ -6,6 +6,7 @@ may do), which it keeps so pages render offline exactly as the server would rend
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from pathlib import Path
@@ -52,11 +53,23 @@ def shell_version() -> str:
     It is written into the worker's own script, so any change to the shell changes the
     worker's bytes, and the browser installs the new worker next time it checks.
     """
-    digest = hashlib.sha256(current_app.config.get("APP_RELEASE", "").encode())
     root = _static_root()
-    for name in ["sw.js", *[a.removeprefix("/static/") for a in shell_assets()]]:
-        digest.update(name.encode() + b"\0" + (root / name).read_bytes())
-    digest.update(json.dumps(shared_template_sources(), sort_keys=True).encode())
+    files = [root / "sw.js", *[root / a.removeprefix("/static/") for a in shell_assets()],
+             *sorted(Path(current_app.root_path, current_app.template_folder).rglob("*.html"))]
+    # Hashed again only when a file changes: browsers ask for the worker on every navigation.
+    stamp = (current_app.config.get("APP_RELEASE", ""),
+             tuple((str(f), f.stat().st_mtime_ns, f.stat().st_size) for f in files))
+    return _version_of(stamp)
+
+
+@functools.lru_cache(maxsize=4)
+def _version_of(stamp: tuple) -> str:
+    release, files = stamp
+    digest = hashlib.sha256(release.encode())
+    top = Path(current_app.root_path).parent
+    for name, _mtime, _size in files:
+        # Named relative to the project, so every server of one release has one version.
+        digest.update(Path(name).relative_to(top).as_posix().encode() + b"\0" + Path(name).read_bytes())
     return digest.hexdigest()[:20]
 
 

@@ -60,6 +60,8 @@ export async function formMid(form, path, name = "") {
 export function build(session, type, entity, entityId, data, extra = {}) {
   const spec = session.schemas.types[type];
   const problems = spec ? validate(spec.schema, data) : [{ field: "", message: `Unknown change: ${type}.` }];
+  const born = "birth_date" in data && !problems.some((p) => p.field === "birth_date") ? birthDateProblem(data.birth_date, extra.today) : null;
+  if (born) problems.push({ field: "birth_date", message: born });
   const mutation = {
     type, entity, entity_id: entityId, data, author: session.user_id,
     ...(extra.base !== undefined ? { base: extra.base } : {}),
@@ -112,6 +114,15 @@ export function plausibilityProblem(vitals, code, value, unit) {
     return `${vital.label} of ${formatG(value)} ${vital.unit} is outside the range this form accepts ` +
       `(${formatG(vital.min)}–${formatG(vital.max)}). Check the reading.`;
   }
+  return null;
+}
+
+/** app/services/handlers/patients.py::check_birth_date, on the device's idea of today (UTC). */
+export function birthDateProblem(value, today) {
+  if (!/^\d{4}-\d{2}-\d{2}$/.test(String(value || ""))) return null; // the schema's to report
+  const now = today || new Date().toISOString().slice(0, 10);
+  if (value > now) return "Date of birth is in the future.";
+  if (Number(now.slice(0, 4)) - Number(value.slice(0, 4)) > 130) return "Date of birth is more than 130 years ago.";
   return null;
 }
 

@@ -19,6 +19,7 @@ const UUID = "([0-9a-fA-F-]{36})";
  *   flash: (category: string, message: string) => void,
  *   queue: (mutations: any[]) => Promise<void>,
  *   notLocal: () => Promise<Response>,
+ *   now: () => Promise<string>,
  * }} Ctx
  */
 
@@ -223,7 +224,7 @@ async function recordVitals(ctx) {
   return withPatient(ctx, async (records) => {
     const form = /** @type {FormData} */ (ctx.form);
     const [patientId] = ctx.params;
-    const built = await vitalsMutations(ctx.session, records, form, ctx.url.pathname, patientId, new Date().toISOString());
+    const built = await vitalsMutations(ctx.session, records, form, ctx.url.pathname, patientId, await ctx.now());
     const values = Object.fromEntries(ctx.session.vitals.map((v) => [v.field, String(form.get(v.field) ?? "")]));
     if (!built.length) {
       return patientForm(ctx, records, "clinical/vitals.html", values, { _form: "Enter at least one reading." }, { vitals: ctx.session.vitals });

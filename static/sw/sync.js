@@ -187,6 +187,9 @@ export class Syncer {
 
   async push(session) {
     const db = await this.deps.db();
+    // Known offline: leave the queue unsealed, so edits of one record made meanwhile can still
+    // merge into one change (DESIGN.md §4, outbox compaction).
+    if (navigator.onLine === false) throw new Unreachable("No connection to the server. Changes are kept on this device and sent when it is back.");
     for (;;) {
       await seal(db);
       const batch = await sealedBatch(db, this.pushBatch);
@@ -247,7 +250,11 @@ export class Syncer {
       // Rows, cursor and progress in one transaction: the cursor never runs ahead of the rows.
       const stored = await applyChanges(db, body.changes, {
         reset: body.reset,
-        meta: { cursor: body.cursor, server_time: body.server_time, ...(progress ? { initial_sync: progress } : {}) },
+        meta: {
+          cursor: body.cursor, server_time: body.server_time,
+          clock_offset_ms: Number.isFinite(Date.parse(body.server_time)) ? Date.parse(body.server_time) - Date.now() : 0,
+          ...(progress ? { initial_sync: progress } : {}),
+        },
       });
       changed = changed || stored > 0 || body.reset;
       // A server restored from a backup lost some of what this device sent: send it again.

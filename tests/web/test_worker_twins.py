@@ -7,6 +7,7 @@ for the server and in JavaScript for the worker; these tests hold the two togeth
 from __future__ import annotations
 
 import copy
+from datetime import datetime, timezone
 
 import pytest
 
@@ -15,6 +16,8 @@ from app.domain.duplicates import normalise_phone
 from app.domain.ids import derived_id, new_id
 from app.domain.mutations import MUTATION_TYPES
 from app.domain.validation import validate
+from app.services.handlers.patients import check_birth_date
+from app.services.results import Rejection
 from app.domain.vitals import VITALS, plausibility_problem
 from tests.js_bridge import call_js
 
@@ -109,6 +112,23 @@ def test_vital_sign_range_checks_match_the_server():
     got = call_js("static/sw/forms.js", [("plausibilityProblem", [vitals, *case]) for case in cases])
     assert got == [plausibility_problem(*case) for case in cases]
     assert any(got)
+
+
+@pytest.mark.parametrize("born", ["2026-11-21", "2026-11-22", "2030-01-01", "1896-01-01", "1895-12-31",
+                                  "1990-02-03", "garbage"])
+def test_birth_date_checks_match_the_server(born, monkeypatch):
+    today = "2026-11-21"
+    monkeypatch.setattr("app.services.handlers.patients.utcnow",
+                        lambda: datetime(2026, 11, 21, 12, tzinfo=timezone.utc))
+    try:
+        check_birth_date(born)
+        expected = None
+    except Rejection as rejection:
+        expected = rejection.message
+    except ValueError:
+        expected = None  # not a date: the schema reports it
+    [got] = call_js("static/sw/forms.js", [("birthDateProblem", [born, today])])
+    assert got == expected
 
 
 def test_phone_normalisation_matches_the_server():
