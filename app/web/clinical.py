@@ -46,8 +46,10 @@ def _owned(model, entity_id: str):
 
 
 def _open_visit_id(patient_id: str) -> str | None:
+    # The newest, as the chart shows it (and as the service worker picks it).
     visit = db.session.query(Visit).filter_by(patient_id=patient_id, status="in-progress",
-                                              clinic_id=current_user.clinic_id).first()
+                                              clinic_id=current_user.clinic_id) \
+        .order_by(Visit.started_at.desc(), Visit.id.desc()).first()
     return visit.id if visit else None
 
 

@@ -17,11 +17,12 @@ from sqlalchemy import func, select
 
 from app.contexts.common import allowed_types
 from app.domain import roles as r
+from app.domain.ids import is_uuid
 from app.domain.mutations import IDENTIFIER_SYSTEMS, SEXES, schemas_for_browser
 from app.domain.stations import ACTIVE_STATIONS, STATION_LABELS, next_stations, STATIONS
 from app.domain.vitals import VITALS
 from app.extensions import db
-from app.models import ENTITY_MODELS, Clinic, User
+from app.models import ENTITY_MODELS, Clinic, MutationResult, User
 from app.models.records import to_json_value
 from app.models.types import utcnow
 from app.web import auditing
@@ -176,9 +177,15 @@ def device_discarded_post():
     body = request.get_json(silent=True)
     if not isinstance(body, dict) or not isinstance(body.get("mid"), str):
         return jsonify(error="invalid", message="Send the discarded mutation's mid."), 400
+    # Only a change this person sent and the server refused can be discarded.
+    refused = db.session.get(MutationResult, body["mid"])
+    if refused is None or refused.user_id != current_user.user.id or refused.status != "rejected":
+        return jsonify(error="unknown", message="No change of yours with that id was refused; "
+                       "nothing was recorded."), 404
     detail = {key: str(body[key])[:200] for key in
               ("mid", "type", "entity", "entity_id", "error_code", "request_id", "client_id")
               if body.get(key) is not None}
-    patient_id = body.get("patient_id") if isinstance(body.get("patient_id"), str) else None
+    # A refused change left no record on the server; the patient is the device's word for it.
+    patient_id = body.get("patient_id") if is_uuid(body.get("patient_id")) else None
     auditing.record("mutation.discarded", patient_id=patient_id, detail=detail)
     return jsonify(recorded=True, request_id=g.get("request_id"))

@@ -185,7 +185,7 @@ export function visitContext(session, records, visitId) {
 
 /** The open visit of a patient at this clinic, as app/web/clinical.py::_open_visit_id. */
 export function openVisitId(session, records, patientId) {
-  const visit = ofEntity(records, "visit").find((v) => v.patient_id === patientId
-    && v.status === "in-progress" && v.clinic_id === session.clinic_id);
+  const visit = ofEntity(records, "visit").filter((v) => v.patient_id === patientId
+    && v.status === "in-progress" && v.clinic_id === session.clinic_id).sort(byDesc("started_at"))[0];
   return visit ? visit.id : null;
 }
