@@ -63,10 +63,18 @@ def sign_in(page, live_server, user: dict) -> None:
 
 
 @contextlib.contextmanager
-def server_db(live_server):
-    """The live server's own SQLite database, to check what the server ended with."""
-    url = live_server.env["DATABASE_URL"]
+def _sqlite(url: str):
     assert url.startswith("sqlite:///"), url
     with contextlib.closing(sqlite3.connect(url.removeprefix("sqlite:///"), timeout=10)) as conn:
         conn.row_factory = sqlite3.Row
         yield conn
+
+
+def server_db(live_server):
+    """The live server's own SQLite database, to check what the server ended with."""
+    return _sqlite(live_server.env["DATABASE_URL"])
+
+
+def audit_db(live_server):
+    """The live server's audit log database (SQLite), to check what was recorded."""
+    return _sqlite(live_server.env["AUDIT_DATABASE_URL"])

@@ -8,27 +8,17 @@ and sent again, the other is discarded, and the discard is in the server's audit
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
-import sqlite3
 
 from playwright.sync_api import expect
 
-from e2e.helpers import server_db, sign_in
+from e2e.helpers import audit_db, server_db, sign_in
 from e2e.offline import (badge, device, expect_synced, go_offline, go_online, open_from_device,
                          remember_sign_in)
 
 CLINIC = 0  # Riverside
 REFUSED = "The appointment time is in the past."
-
-
-@contextlib.contextmanager
-def audit_db(live_server):
-    url = live_server.env["AUDIT_DATABASE_URL"]
-    with contextlib.closing(sqlite3.connect(url.removeprefix("sqlite:///"), timeout=10)) as conn:
-        conn.row_factory = sqlite3.Row
-        yield conn
 
 
 def _a_patient_on_the_device(page, live_server) -> str:

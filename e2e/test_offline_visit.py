@@ -7,9 +7,11 @@ network is back, and then everything does, in the order it was made.
 
 from __future__ import annotations
 
+import json
+
 from playwright.sync_api import expect
 
-from e2e.helpers import server_db
+from e2e.helpers import audit_db, server_db
 from e2e.offline import (badge, device, expect_synced, go_offline, go_online, register,
                          unique_family)
 
@@ -89,3 +91,9 @@ def test_offline_visit_is_shown_at_once_and_applied_in_order_once(new_context, l
             "SELECT entity FROM change_log WHERE origin_client_id = ? ORDER BY seq",
             (client_id,))]
         assert order.index("patient") < order.index("visit") < order.index("observation") < order.index("note")
+
+    # The chart was shown from the device, offline: the audit log has those reads too.
+    with audit_db(live_server) as audit:
+        reads = audit.execute("SELECT detail FROM audit_event WHERE action = 'patient.read' AND patient_id = ?",
+                              (patient_id,)).fetchall()
+    assert sum(json.loads(r["detail"]).get("source") == "device" for r in reads) >= 4

@@ -162,7 +162,7 @@ const syncer = new Syncer({
   db: storeOf,
   session: loadSession,
   refreshSession,
-  afterSync: (session) => sendDiscards(session),
+  afterSync: (session) => sendReports(session),
   version: VERSION,
   announce: (status) => broadcast({ type: "status", status: { ...status, version: VERSION } }),
 });
@@ -356,6 +356,7 @@ function context(request, url, session, form, params, db = runtime.db) {
       kick("write");
     },
     notLocal: () => network(request),
+    read: (action, patientIds, detail) => recordRead(db, action, patientIds, detail),
     /** Now by the server's clock, as last seen: a tablet's clock may be minutes off. */
     async now() {
       const offset = await getMeta(db, "clock_offset_ms");
@@ -459,33 +460,64 @@ async function quarantineAction(ctx, db, mid, action) {
 
 async function reportDiscard(session, entry) {
   const m = entry.mutation;
-  const body = {
+  await report(runtime.db, "/device/discarded", {
     mid: m.mid, type: m.type, entity: m.entity, entity_id: m.entity_id, patient_id: m.patient_id || m.data?.patient_id || null,
     error_code: entry.error?.code || null, request_id: entry.request_id || null,
-    client_id: await getMeta(runtime.db, "client_id"),
-  };
-  const held = (await getMeta(runtime.db, "discards_unreported")) || [];
-  held.push(body);
-  await setMeta(runtime.db, { discards_unreported: held });
-  await sendDiscards(session);
+  });
+  await sendReports(session);
 }
 
-/** Discards are audited on the server; those made offline are reported when it is back. */
-async function sendDiscards(session) {
-  const held = (await getMeta(runtime.db, "discards_unreported")) || [];
-  if (!held.length) return;
-  const left = [];
-  for (const body of held) {
-    try {
-      const response = await fetch("/device/discarded", {
-        method: "POST", credentials: "same-origin",
-        headers: { "Content-Type": "application/json", Accept: "application/json", "X-CSRFToken": session.shell.csrf_token, "X-Client-Id": body.client_id || "" },
-        body: JSON.stringify(body),
-      });
-      if (!response.ok) left.push(body);
-    } catch {
-      left.push(body);
-    }
+const READS_PER_REPORT = 500;
+
+/**
+ * What the server must hear of, though it is not a change to a record (a discard, the patient
+ * pages shown from the device for the audit log), waits in `meta` until it can be sent.
+ */
+/** Reports being sent right now: nothing more is merged into them. */
+const inFlight = new Set();
+
+async function report(db, path, body) {
+  const held = (await getMeta(db, "reports")) || [];
+  const last = held[held.length - 1];
+  if (path === "/device/reads" && last && last.path === path && !inFlight.has(last.id)
+      && last.body.reads.length < READS_PER_REPORT) {
+    last.body.reads.push(...body.reads);
+  } else {
+    held.push({ id: newId(), path, body });
   }
-  await setMeta(runtime.db, { discards_unreported: left });
+  await setMeta(db, { reports: held });
+}
+
+/** A patient page shown from the device: audited like one from the server. */
+async function recordRead(db, action, patientIds, detail = {}) {
+  await report(db, "/device/reads", { reads: [{ action, patient_ids: patientIds, at: new Date().toISOString(), detail }] });
+}
+
+async function sendReports(session) {
+  const db = runtime.db;
+  if (!db) return;
+  const held = (await getMeta(db, "reports")) || [];
+  if (!held.length) return;
+  const clientId = await getMeta(db, "client_id");
+  const sent = new Set();
+  held.forEach((r) => inFlight.add(r.id));
+  for (const { id, path, body } of held) {
+    let response;
+    try {
+      response = await fetch(path, {
+        method: "POST", credentials: "same-origin",
+        headers: { "Content-Type": "application/json", Accept: "application/json", "X-CSRFToken": session.shell.csrf_token, "X-Client-Id": clientId || "" },
+        body: JSON.stringify({ ...body, client_id: clientId }),
+      });
+    } catch {
+      break; // no connection: the rest waits, in order
+    }
+    // A report the server cannot take (a 4xx) would block the rest forever; it is dropped.
+    if (response.status >= 500) break;
+    sent.add(id);
+  }
+  held.forEach((r) => inFlight.delete(r.id));
+  // Reports recorded while these were sent are kept: only the sent ones leave.
+  const now = (await getMeta(db, "reports")) || [];
+  await setMeta(db, { reports: now.filter((r) => !sent.has(r.id)) });
 }

@@ -189,3 +189,33 @@ def device_discarded_post():
     patient_id = body.get("patient_id") if is_uuid(body.get("patient_id")) else None
     auditing.record("mutation.discarded", patient_id=patient_id, detail=detail)
     return jsonify(recorded=True, request_id=g.get("request_id"))
+
+
+READ_ACTIONS = ("patient.read", "patient.search", "patient.duplicate_check", "worklist.read")
+READS_PER_REPORT = 500
+
+
+@bp.post("/device/reads")
+@clinical_required
+def device_reads_post():
+    """Patient pages the device showed from its own copy: each is an audit event, as a page
+    from the server is (DESIGN.md §7), stamped with the device's time of the read."""
+    body = request.get_json(silent=True)
+    reads = body.get("reads") if isinstance(body, dict) else None
+    if not isinstance(reads, list) or len(reads) > READS_PER_REPORT:
+        return jsonify(error="invalid", message=f"Send up to {READS_PER_REPORT} reads as "
+                       "'reads': [...]; nothing was recorded."), 400
+    entries = []
+    for read in reads:
+        if not isinstance(read, dict) or read.get("action") not in READ_ACTIONS:
+            return jsonify(error="invalid", message="Each read needs an action of "
+                           f"{', '.join(READ_ACTIONS)}; nothing was recorded."), 400
+        patients = [p for p in read.get("patient_ids") or [] if is_uuid(p)][:100]
+        detail = {"source": "device", "at": str(read.get("at") or "")[:40],
+                  **{k: str(v)[:200] for k, v in (read.get("detail") or {}).items()
+                     if k in ("page", "q", "station", "visit_id")}}
+        if not patients:
+            entries.append(auditing.entry(read["action"], detail={**detail, "patients": 0}))
+        entries += [auditing.entry(read["action"], patient_id=pid, detail=detail) for pid in patients]
+    auditing.audit.append(entries)
+    return jsonify(recorded=len(entries))

@@ -20,6 +20,7 @@ const UUID = "([0-9a-fA-F-]{36})";
  *   queue: (mutations: any[]) => Promise<void>,
  *   notLocal: () => Promise<Response>,
  *   now: () => Promise<string>,
+ *   read: (action: string, patientIds: string[], detail?: any) => Promise<void>,
  * }} Ctx
  */
 
@@ -64,12 +65,15 @@ async function worklist(ctx) {
   if (!ctx.session.stations.active.includes(station)) return ctx.notLocal();
   const context = await worklistContext(ctx.session, await ctx.records(), station);
   if (ctx.url.searchParams.get("since") === context.fingerprint) return new Response(null, { status: 204 });
+  await ctx.read("worklist.read", context.visits.map((v) => v.patient_id), { station });
   return ctx.render("worklist/station.html", { ...context, mid: newId() }, { fragment: "worklist/_visits.html" });
 }
 
 async function search(ctx) {
   const q = (ctx.url.searchParams.get("q") || "").trim().slice(0, 100);
-  return ctx.render("patients/search.html", searchContext(await ctx.records(), q), { fragment: "patients/_results.html" });
+  const context = searchContext(await ctx.records(), q);
+  await ctx.read("patient.search", context.results.map((p) => p.id), { q });
+  return ctx.render("patients/search.html", context, { fragment: "patients/_results.html" });
 }
 
 function registrationContext(ctx, values, errors, duplicates = []) {
@@ -95,6 +99,7 @@ async function register(ctx) {
   const records = await ctx.records();
   if (form.get("confirm_new") !== "yes") {
     const duplicates = likelyDuplicates(records, data);
+    if (duplicates.length) await ctx.read("patient.duplicate_check", duplicates.map((d) => d.id));
     if (duplicates.length) return ctx.render("patients/new.html", registrationContext(ctx, values, {}, duplicates), { status: 409 });
   }
   const path = ctx.url.pathname;
@@ -110,6 +115,7 @@ async function register(ctx) {
 async function chart(ctx) {
   const context = chartContext(ctx.session, await ctx.records(ctx.params[0]), ctx.params[0]);
   if (!context) return ctx.notLocal();
+  await ctx.read("patient.read", [ctx.params[0]]);
   return ctx.render("patients/chart.html", { ...context, mid: newId() });
 }
 
@@ -118,6 +124,7 @@ const DEMOGRAPHIC_FIELDS = ["given_name", "family_name", "sex", "birth_date", "p
 async function editForm(ctx) {
   const patient = (await ctx.records(ctx.params[0])).get(`patient:${ctx.params[0]}`);
   if (!patient) return ctx.notLocal();
+  await ctx.read("patient.read", [patient.id], { page: "edit" });
   return ctx.render("patients/edit.html", {
     patient: patientSummary(patient), values: patient, base: patient, errors: {}, sexes: ctx.session.sexes, mid: newId(),
   });
@@ -173,6 +180,7 @@ async function visitPage(ctx) {
   if (!visit) return ctx.notLocal();
   const context = visitContext(ctx.session, await ctx.records(visit.patient_id), ctx.params[0]);
   if (!context) return ctx.notLocal();
+  await ctx.read("patient.read", [visit.patient_id], { visit_id: visit.id });
   return ctx.render("visits/visit.html", { ...context, mid: newId() });
 }
 
@@ -204,8 +212,9 @@ async function moveVisit(ctx) {
   return ctx.redirect(back);
 }
 
-function patientForm(ctx, records, template, values, errors, extra = {}) {
+async function patientForm(ctx, records, template, values, errors, extra = {}) {
   const patient = records.get(`patient:${ctx.params[0]}`);
+  await ctx.read("patient.read", [patient.id], { page: template });
   return ctx.render(template, { patient: patientSummary(patient), values, errors, mid: newId(), ...extra },
     { status: Object.keys(errors).length ? 422 : 200 });
 }

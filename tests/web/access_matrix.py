@@ -125,4 +125,5 @@ MATRIX: dict[str, dict[str, str]] = {
     "offline.session_get": SIGNED_IN,
     "offline.device_get": SIGNED_IN,
     "offline.device_discarded_post": _only(CLINICAL),
+    "offline.device_reads_post": _only(CLINICAL),
 }

@@ -70,3 +70,24 @@ def test_a_discard_is_audited_only_for_the_persons_own_refused_change(world, cli
     assert answer.status_code == 200
     events = db.session.query(AuditEvent).filter_by(action="mutation.discarded").all()
     assert [(e.user_id, e.detail["mid"]) for e in events] == [(nurse_user.id, refused)]
+
+
+def test_pages_shown_from_the_device_are_audited_with_the_devices_time(world, client_for):
+    nurse_user = world.user(r.NURSE)
+    nurse = client_for(nurse_user)
+    patient = new_id()
+    answer = nurse.post("/device/reads", json={"client_id": "dev-1", "reads": [
+        {"action": "patient.read", "patient_ids": [patient], "at": "2026-11-21T10:04:00.000Z",
+         "detail": {"page": "clinical/vitals.html", "secret": "dropped"}},
+        {"action": "patient.search", "patient_ids": [], "at": "2026-11-21T10:05:00.000Z", "detail": {"q": "amina"}},
+    ]})
+    assert answer.status_code == 200 and answer.get_json()["recorded"] == 2
+    events = db.session.query(AuditEvent).filter(AuditEvent.user_id == nurse_user.id,
+                                                 AuditEvent.action.in_(["patient.read", "patient.search"])).all()
+    read = next(e for e in events if e.action == "patient.read")
+    assert read.patient_id == patient
+    assert read.detail == {"source": "device", "at": "2026-11-21T10:04:00.000Z", "page": "clinical/vitals.html"}
+    assert next(e for e in events if e.action == "patient.search").detail["q"] == "amina"
+
+    refused = nurse.post("/device/reads", json={"reads": [{"action": "patient.delete", "patient_ids": []}]})
+    assert refused.status_code == 400
