@@ -11,10 +11,10 @@ import re
 
 from playwright.sync_api import expect
 
-from e2e.helpers import server_db
+from e2e.helpers import server_db, sign_in
 from e2e.conftest import CHROMIUM, CHROMIUM_ARGS
 from e2e.offline import (badge, device, expect_synced, go_offline, go_online, open_from_device,
-                         wait_until_ready)
+                         remember_sign_in, wait_until_ready)
 
 CLINIC = 0  # Riverside
 # Tokens made fresh for each render: the CSRF token is masked anew each time, and each page
@@ -102,7 +102,8 @@ def _installs_and_opens_offline(context, page, live_server):
 
 
 def test_signing_out_with_unsent_changes_warns_and_keeps_them(new_context, live_server):
-    context, page = device(new_context, live_server, live_server.user("lab", CLINIC))
+    user = live_server.user("lab", CLINIC)
+    context, page = device(new_context, live_server, user)
     page.goto(f"{live_server.url}/patients?q=a")
     href = page.locator("ul.results a").first.get_attribute("href")
     patient_id = href.rsplit("/", 1)[1]
@@ -125,9 +126,14 @@ def test_signing_out_with_unsent_changes_warns_and_keeps_them(new_context, live_
     page.get_by_role("button", name="Sign out").click()
     expect(page.locator("body")).to_contain_text("needs a connection")
 
-    # The change was kept: once this person is signed in here again, it is sent.
+    # Back online, the sign-out reaches the server before anything else: the session is over.
     go_online(context, page)
     page.goto(live_server.url + "/")
+    expect(page).to_have_url(re.compile(r"/login"))
+
+    # The change was kept: once this person is signed in here again, it is sent.
+    sign_in(page, live_server, user)
+    remember_sign_in(context, user)
     expect_synced(page)
     with server_db(live_server) as db:
         heights = db.execute("SELECT count(*) FROM observation WHERE patient_id = ? AND code = '8302-2' "

@@ -238,12 +238,27 @@ async function changingWhoOrWhere(request) {
 
 async function signOut(request) {
   // The queue stays in this person's store; it is sent the next time they sign in here.
+  const form = await request.clone().formData();
   await forgetUser();
   try {
     return await fetch(request);
   } catch {
+    // The server has not heard: the session stays open there until it does. The sign-out is
+    // sent before anything else once the network is back (sendSignOut).
+    await (await deviceDb()).put("device", String(form.get("csrf_token") || ""), "sign_out_pending");
     return Response.redirect("/login", 303);
   }
+}
+
+/** A sign-out made offline reaches the server before any other request does. */
+async function sendSignOut() {
+  const db = await deviceDb();
+  const token = await db.get("device", "sign_out_pending");
+  if (token === undefined) return;
+  try {
+    await fetch("/logout", { method: "POST", credentials: "same-origin", body: new URLSearchParams({ csrf_token: token }), redirect: "manual" });
+    await db.delete("device", "sign_out_pending");
+  } catch { /* still offline: kept for the next request */ }
 }
 
 async function ready() {
@@ -285,6 +300,7 @@ async function answer(request, url) {
 
 async function network(request) {
   try {
+    await sendSignOut();
     return await fetch(request);
   } catch {
     return offlinePage(request);
