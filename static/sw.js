@@ -113,8 +113,19 @@ async function forgetUser() {
   await setCurrentUser(null);
 }
 
-/** Ask the server who is signed in; switches this device's store when the person changed. */
-async function refreshSession() {
+/** @type {Promise<any>|null} */
+let refreshing = null;
+
+/** Ask the server who is signed in; switches this device's store when the person changed.
+ * One question at a time: two pages saying hello at once must not make two device ids. */
+function refreshSession() {
+  refreshing ??= askWhoIsSignedIn().finally(() => {
+    refreshing = null;
+  });
+  return refreshing;
+}
+
+async function askWhoIsSignedIn() {
   let response;
   try {
     response = await fetch("/app/session.json", { credentials: "same-origin", cache: "no-store", headers: { Accept: "application/json" } });
@@ -182,7 +193,9 @@ sw.addEventListener("message", (event) => {
     if (data.type === "hello") {
       // A page rendered by the server says who is signed in; the worker follows.
       const session = await loadSession();
-      if (data.user_id && (!session || session.user_id !== data.user_id || syncer.status.needs_sign_in)) {
+      // A session kept by an older version of the app may lack what this version's pages need.
+      const stale = session && session.shell_version !== VERSION;
+      if (data.user_id && (!session || session.user_id !== data.user_id || syncer.status.needs_sign_in || stale)) {
         if (await refreshSession()) syncer.status.needs_sign_in = false;
       }
       await kick("start");
@@ -369,6 +382,9 @@ function context(request, url, session, form, params, db = runtime.db) {
         (await db.get("outbox", m.mid)) || (await db.get("sent", m.mid)) || (await db.get("quarantine", m.mid)))));
       const fresh = mutations.filter((_, i) => !known[i]);
       if (fresh.length) await enqueue(db, fresh, session.schemas.types);
+      // Where the browser has Background Sync, it wakes the worker when the network returns
+      // even with no page open; elsewhere the pages' triggers do it.
+      sw.registration.sync?.register("flush").catch(() => {});
       kick("write");
     },
     notLocal: () => network(request),
