@@ -534,18 +534,15 @@ async function sendReports(session) {
   const sent = new Set();
   held.forEach((r) => inFlight.add(r.id));
   for (const { id, path, body } of held) {
-    let response;
+    let reply;
     try {
-      response = await fetch(path, {
-        method: "POST", credentials: "same-origin",
-        headers: { "Content-Type": "application/json", Accept: "application/json", "X-CSRFToken": session.shell.csrf_token, "X-Client-Id": clientId || "" },
-        body: JSON.stringify({ ...body, client_id: clientId }),
-      });
+      reply = await syncer.post(session, path, { ...body, client_id: clientId });
     } catch {
       break; // no connection: the rest waits, in order
     }
-    // A report the server cannot take (a 4xx) would block the rest forever; it is dropped.
-    if (response.status >= 500) break;
+    // Kept for later when the server cannot take it now; dropped when it never will (another
+    // 4xx), so it cannot block the rest forever.
+    if (reply.status >= 500 || reply.status === 401 || reply.status === 429) break;
     sent.add(id);
   }
   held.forEach((r) => inFlight.delete(r.id));
