@@ -8,13 +8,14 @@ when the network is gone.
 from __future__ import annotations
 
 import re
+import uuid
 
 from playwright.sync_api import expect
 
 from e2e.helpers import server_db, sign_in
 from e2e.conftest import CHROMIUM, CHROMIUM_ARGS
 from e2e.offline import (badge, device, expect_synced, go_offline, go_online, open_from_device,
-                         remember_sign_in, wait_until_ready)
+                         remember_sign_in, unique_family, wait_until_ready)
 
 CLINIC = 0  # Riverside
 # Tokens made fresh for each render: the CSRF token is masked anew each time, and each page
@@ -161,3 +162,24 @@ def test_dispensing_needs_a_connection_and_says_so(new_context, live_server):
     with server_db(live_server) as db:
         after = db.execute("SELECT count(*) FROM medication_dispense WHERE request_id = ?", (order["id"],)).fetchone()[0]
     assert after == dispensed_before
+
+
+def test_a_patient_not_on_the_device_is_found_on_the_server_when_online(new_context, live_server):
+    context, page = device(new_context, live_server, live_server.user("clinician", CLINIC))
+    family = unique_family("Longago")
+    with server_db(live_server) as db:
+        # Registered here years ago and not seen since: outside every device's subset.
+        clinic = db.execute("SELECT id, organization_id FROM clinic WHERE name LIKE 'Riverside%'").fetchone()
+        db.execute("INSERT INTO patient (id, version, given_name, family_name, sex, birth_date, clinic_id, "
+                   "organization_id, created_at, updated_at) VALUES (?, 1, 'Wanjiru', ?, 'female', "
+                   "'1950-01-01', ?, ?, '2019-03-01 09:00:00', '2019-03-01 09:00:00')",
+                   (str(uuid.uuid4()), family, clinic["id"], clinic["organization_id"]))
+        db.commit()
+
+    answer = page.goto(f"{live_server.url}/patients?q={family}")
+    assert answer.headers.get("x-rendered-by") != "service-worker"
+    expect(page.locator("ul.results")).to_contain_text(f"{family}, Wanjiru")
+
+    go_offline(context)
+    page.goto(f"{live_server.url}/patients?q={family}")
+    expect(page.locator("main")).to_contain_text(f"No patient in this clinic matches “{family}”")

@@ -388,6 +388,22 @@ function context(request, url, session, form, params, db = runtime.db) {
       kick("write");
     },
     notLocal: () => network(request),
+    /** The server's own answer to this request, if it comes in time; else null. */
+    async fromServer(timeoutMs) {
+      if (navigator.onLine === false || syncer.status.offline) return null;
+      const abort = new AbortController();
+      const timer = setTimeout(() => abort.abort(), timeoutMs);
+      try {
+        // A page's own request cannot be re-sent with a signal: the same address and headers
+        // (htmx's among them) are asked for anew.
+        const response = await fetch(request.url, { signal: abort.signal, credentials: "same-origin", headers: request.headers });
+        return response.ok && !response.redirected ? response : null;
+      } catch {
+        return null;
+      } finally {
+        clearTimeout(timer);
+      }
+    },
     read: (action, patientIds, detail) => recordRead(db, action, patientIds, detail),
     /** Now by the server's clock, as last seen: a tablet's clock may be minutes off. */
     async now() {

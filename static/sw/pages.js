@@ -9,6 +9,7 @@ import { build, errorsFrom, formMid, integer, likelyDuplicates, localPath, pick,
 import { newId } from "./ids.js";
 
 const UUID = "([0-9a-fA-F-]{36})";
+const SERVER_SEARCH_MS = 3000;
 
 /**
  * @typedef {{
@@ -20,6 +21,7 @@ const UUID = "([0-9a-fA-F-]{36})";
  *   queue: (mutations: any[]) => Promise<void>,
  *   notLocal: () => Promise<Response>,
  *   now: () => Promise<string>,
+ *   fromServer: (timeoutMs: number) => Promise<Response|null>,
  *   read: (action: string, patientIds: string[], detail?: any) => Promise<void>,
  * }} Ctx
  */
@@ -72,6 +74,13 @@ async function worklist(ctx) {
 async function search(ctx) {
   const q = (ctx.url.searchParams.get("q") || "").trim().slice(0, 100);
   const context = searchContext(await ctx.records(), q);
+  if (q && !context.results.length) {
+    // The device holds the clinic's recent patients only; someone last seen years ago is on
+    // the server. Ask it, briefly, before saying there is no such patient (and before someone
+    // registers them a second time).
+    const remote = await ctx.fromServer(SERVER_SEARCH_MS);
+    if (remote) return remote;
+  }
   await ctx.read("patient.search", context.results.map((p) => p.id), { q });
   return ctx.render("patients/search.html", context, { fragment: "patients/_results.html" });
 }
