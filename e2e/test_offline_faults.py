@@ -319,7 +319,8 @@ def test_a_new_version_deployed_with_writes_queued_sends_them_once(new_context, 
         context.route("**/sync/v1/pull", lambda route: route.abort())
         go_online(context, page)
         page.evaluate("navigator.serviceWorker.getRegistration().then((r) => r.update()).then(() => true)")
-        deadline = time.monotonic() + 20
+        # Installing fetches the whole shell again: on a loaded machine that takes a while.
+        deadline = time.monotonic() + 60
         while controller_version(page) != new_version:
             assert time.monotonic() < deadline, "the new worker never took over the page"
             page.wait_for_timeout(200)
