@@ -43,6 +43,9 @@ sw.addEventListener("activate", (event) => {
   event.waitUntil((async () => {
     for (const name of await caches.keys()) if (name !== CACHE) await caches.delete(name);
     await sw.clients.claim();
+    // A form the server handled just before this worker took over has left its message with
+    // the server; the first page this worker renders asks for it.
+    runtime.serverMessages = true;
     kick("start");
   })());
 });
@@ -55,6 +58,7 @@ const runtime = {
   /** @type {any} */ db: null,
   /** @type {any} */ env: null,
   /** @type {{category: string, text: string}[]} */ flashes: [],
+  serverMessages: false,
 };
 
 /** @type {Promise<any>|null} */
@@ -314,6 +318,9 @@ async function answer(request, url) {
 async function network(request) {
   try {
     await sendSignOut();
+    // A page's own form post that the server answers with a redirect: the browser follows it,
+    // and if this worker renders that page, the server's message must still show.
+    if (request.method === "POST" && request.mode === "navigate") runtime.serverMessages = true;
     return await fetch(request);
   } catch {
     return offlinePage(request);
@@ -345,6 +352,28 @@ async function environment() {
   return runtime.env;
 }
 
+const SERVER_MESSAGES_MS = 1500;
+
+/** The server's answer if it comes within `timeoutMs`; null when it does not, or fails. */
+async function fetchWithin(input, timeoutMs, init = {}) {
+  const abort = new AbortController();
+  const timer = setTimeout(() => abort.abort(), timeoutMs);
+  try {
+    return await fetch(input, { credentials: "same-origin", ...init, signal: abort.signal });
+  } catch {
+    return null;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+async function messagesLeftOnServer() {
+  if (!runtime.serverMessages) return [];
+  runtime.serverMessages = false;
+  const response = await fetchWithin("/app/messages.json", SERVER_MESSAGES_MS, { headers: { Accept: "application/json" } });
+  return response && response.ok ? (await response.json()).messages || [] : [];
+}
+
 function context(request, url, session, form, params, db = runtime.db) {
   const isHtmx = request.headers.get("HX-Request") === "true";
   const boosted = request.headers.get("HX-Boosted") === "true";
@@ -363,7 +392,7 @@ function context(request, url, session, form, params, db = runtime.db) {
       const env = await environment();
       const chosen = options.fragment && isHtmx && !boosted ? options.fragment : name;
       // Messages go to the next whole page, never to a fragment a poll fetched meanwhile.
-      const messages = chosen === name ? runtime.flashes.splice(0) : [];
+      const messages = chosen === name ? [...(await messagesLeftOnServer()), ...runtime.flashes.splice(0)] : [];
       const shell = { ...session.shell, messages, request_id: null };
       const html = renderTemplate(env, chosen, { ...shell, ...pageContext });
       return new Response(html, {
@@ -391,18 +420,10 @@ function context(request, url, session, form, params, db = runtime.db) {
     /** The server's own answer to this request, if it comes in time; else null. */
     async fromServer(timeoutMs) {
       if (navigator.onLine === false || syncer.status.offline) return null;
-      const abort = new AbortController();
-      const timer = setTimeout(() => abort.abort(), timeoutMs);
-      try {
-        // A page's own request cannot be re-sent with a signal: the same address and headers
-        // (htmx's among them) are asked for anew.
-        const response = await fetch(request.url, { signal: abort.signal, credentials: "same-origin", headers: request.headers });
-        return response.ok && !response.redirected ? response : null;
-      } catch {
-        return null;
-      } finally {
-        clearTimeout(timer);
-      }
+      // A page's own request cannot be re-sent with a signal: the same address and headers
+      // (htmx's among them) are asked for anew.
+      const response = await fetchWithin(request.url, timeoutMs, { headers: request.headers });
+      return response && response.ok && !response.redirected ? response : null;
     },
     read: (action, patientIds, detail) => recordRead(db, action, patientIds, detail),
     /** Now by the server's clock, as last seen: a tablet's clock may be minutes off. */

@@ -11,7 +11,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from flask import Blueprint, Response, current_app, g, jsonify, request
+from flask import Blueprint, Response, current_app, g, get_flashed_messages, jsonify, request
 from flask_login import current_user, login_required
 from sqlalchemy import func, select
 
@@ -160,6 +160,14 @@ def _subset_estimate(client_id: str) -> int:
             total += db.session.execute(select(func.count()).select_from(model).where(
                 model.patient_id.in_(ids[start:start + 500]))).scalar_one()
     return total
+
+
+@bp.get("/app/messages.json")
+def messages_get():
+    """Messages the server left for the next page, when the worker renders that page instead
+    (a form the server handled just as the worker took over)."""
+    return jsonify(messages=[{"category": c, "text": t}
+                             for c, t in get_flashed_messages(with_categories=True)])
 
 
 @bp.get("/device")

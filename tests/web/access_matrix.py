@@ -122,6 +122,7 @@ MATRIX: dict[str, dict[str, str]] = {
     "offline.service_worker_get": PUBLIC,
     "offline.manifest_get": PUBLIC,
     "offline.templates_get": PUBLIC,
+    "offline.messages_get": PUBLIC,
     "offline.session_get": SIGNED_IN,
     "offline.device_get": SIGNED_IN,
     "offline.device_discarded_post": _only(CLINICAL),

@@ -91,3 +91,12 @@ def test_pages_shown_from_the_device_are_audited_with_the_devices_time(world, cl
 
     refused = nurse.post("/device/reads", json={"reads": [{"action": "patient.delete", "patient_ids": []}]})
     assert refused.status_code == 400
+
+
+def test_messages_left_for_the_next_page_are_given_once(app):
+    client = app.test_client()
+    with client.session_transaction() as sess:
+        sess["_flashes"] = [("success", "Visit started at Triage.")]
+    assert client.get("/app/messages.json").get_json() == {
+        "messages": [{"category": "success", "text": "Visit started at Triage."}]}
+    assert client.get("/app/messages.json").get_json() == {"messages": []}
