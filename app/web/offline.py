@@ -112,8 +112,9 @@ def session_get():
     """Who is signed in on this device, and all the page furniture the worker needs to render
     their pages the way the server does."""
     roles = current_user.roles
-    shell = shell_context()
-    shell.pop("messages", None)
+    # The messages stay for the page they were left for.
+    shell = shell_context(with_messages=False)
+    shell.pop("messages")
     clinical = r.can_read_patients(roles) and bool(current_user.clinic_id)
     org = current_user.user.organization_id
     people = {row.id: row.display_name for row in db.session.execute(

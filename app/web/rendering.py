@@ -15,11 +15,12 @@ from app.models import Clinic
 from app.web.sessions import clinics_of
 
 
-def shell_context() -> dict:
-    """What every page shows around its content: who, where, navigation."""
+def shell_context(with_messages: bool = True) -> dict:
+    """What every page shows around its content: who, where, navigation; and the messages left
+    for this page, which reading takes away (so a caller that shows none must not read them)."""
+    messages = get_flashed_messages(with_categories=True) if with_messages else []
     context = {"csrf_token": generate_csrf(), "request_id": g.get("request_id"),
-               "messages": [{"category": c, "text": t}
-                            for c, t in get_flashed_messages(with_categories=True)],
+               "messages": [{"category": c, "text": t} for c, t in messages],
                "user": None, "nav": []}
     if not current_user.is_authenticated:
         return context

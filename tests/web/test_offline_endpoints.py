@@ -100,3 +100,12 @@ def test_messages_left_for_the_next_page_are_given_once(app):
     assert client.get("/app/messages.json").get_json() == {
         "messages": [{"category": "success", "text": "Visit started at Triage."}]}
     assert client.get("/app/messages.json").get_json() == {"messages": []}
+
+
+def test_asking_who_is_signed_in_leaves_the_messages_for_the_page(world, client_for):
+    nurse = client_for(world.user(r.NURSE))
+    with nurse.session_transaction() as sess:
+        sess["_flashes"] = [("success", "Visit started at Triage.")]
+    assert "messages" not in nurse.get("/app/session.json").get_json()["shell"]
+    assert nurse.get("/app/messages.json").get_json()["messages"] == [
+        {"category": "success", "text": "Visit started at Triage."}]
