@@ -56,6 +56,9 @@ def build_config(instance_path: str, overrides: dict | None = None) -> dict:
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",
         "SESSION_COOKIE_SECURE": app_env == "production",
+        # The __Host- prefix makes the browser refuse the cookie unless it is Secure, for this
+        # host only and for every path: no subdomain or plain-HTTP page can set or shadow it.
+        "SESSION_COOKIE_NAME": "__Host-session" if app_env == "production" else "session",
         "SESSION_IDLE_TIMEOUT": timedelta(minutes=int(env.get("SESSION_IDLE_MINUTES", "30"))),
         "SESSION_ABSOLUTE_TIMEOUT": timedelta(hours=int(env.get("SESSION_ABSOLUTE_HOURS", "12"))),
         "WTF_CSRF_TIME_LIMIT": None,  # the session's own timeouts bound the token's life

@@ -40,8 +40,10 @@ def remember_sign_in(context, user: dict) -> None:
 
 def wait_until_ready(page) -> None:
     """The worker controls the page and the device holds its subset: it works offline now."""
-    page.wait_for_function("navigator.serviceWorker.controller !== null", timeout=READY_TIMEOUT_MS)
-    page.wait_for_function("document.documentElement.dataset.offlineReady === 'yes'",
+    # Functions, not expressions: an expression would be compiled in the page, which its
+    # Content-Security-Policy forbids.
+    page.wait_for_function("() => navigator.serviceWorker.controller !== null", timeout=READY_TIMEOUT_MS)
+    page.wait_for_function("() => document.documentElement.dataset.offlineReady === 'yes'",
                            timeout=READY_TIMEOUT_MS)
 
 

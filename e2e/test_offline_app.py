@@ -35,6 +35,8 @@ def _normalised(html: str) -> str:
 
 def test_the_worker_renders_the_same_chart_as_the_server(new_context, live_server):
     context, page = device(new_context, live_server, live_server.user("clinician", CLINIC))
+    refused = []  # anything the pages' Content-Security-Policy had to block
+    page.on("console", lambda m: refused.append(m.text) if "Content Security Policy" in m.text else None)
     page.goto(f"{live_server.url}/patients?q=a")
     hrefs = [a.get_attribute("href") for a in page.locator("ul.results a").all()]
     with server_db(live_server) as db:
@@ -56,8 +58,13 @@ def test_the_worker_renders_the_same_chart_as_the_server(new_context, live_serve
         worker_html, server_html = _normalised(worker.text()), _normalised(server.text())
         assert "Vital signs" in server_html
         assert worker_html == server_html, _first_difference(server_html, worker_html)
+        assert worker.headers.get("content-security-policy") == server.headers["content-security-policy"]
         compared += 1
     assert compared == 4
+    page.locator("#vitals").get_by_role("link", name="Record vitals").click()
+    page.get_by_role("button", name="Save readings").click()  # htmx, the worker, a form error
+    expect(page.locator(".flash-error, .field-error").first).to_be_visible()
+    assert refused == []
 
 
 def _first_difference(expected: str, actual: str) -> str:

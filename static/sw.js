@@ -397,7 +397,8 @@ function context(request, url, session, form, params, db = runtime.db) {
       const html = renderTemplate(env, chosen, { ...shell, ...pageContext });
       return new Response(html, {
         status: options.status || 200,
-        headers: { "Content-Type": "text/html; charset=utf-8", "Cache-Control": "no-store", "X-Rendered-By": "service-worker" },
+        // The server's policy (Content-Security-Policy and the rest) holds for the worker's pages too.
+        headers: { ...(session.page_headers || {}), "Content-Type": "text/html; charset=utf-8", "Cache-Control": "no-store", "X-Rendered-By": "service-worker" },
       });
     },
     redirect: (to) => new Response(null, { status: 303, headers: { Location: to } }),

@@ -11,7 +11,7 @@ from flask_login import current_user
 from app.database import reset_write_intent, set_write_intent
 from app.extensions import db, htmx, login_manager
 from app.services.audit import AuditUnavailable
-from app.web import admin, auth, clinical, conflicts, offline, patients, worklist
+from app.web import admin, auth, clinical, conflicts, offline, patients, security_headers, worklist
 from app.web.filters import FILTERS
 from app.web.rendering import render
 from app.web.sessions import load
@@ -40,6 +40,7 @@ def register_web(app: Flask) -> None:
     for module in (auth, patients, clinical, worklist, conflicts, admin, offline):
         app.register_blueprint(module.bp)
 
+    security_headers.init_app(app)
     login_manager.user_loader(load)
     login_manager.session_protection = None  # the server-side session is the protection
 
@@ -63,9 +64,6 @@ def register_web(app: Flask) -> None:
     @app.after_request
     def _finish_request(response):
         response.headers["X-Request-ID"] = g.get("request_id", "")
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("Referrer-Policy", "same-origin")
-        response.headers.setdefault("X-Frame-Options", "DENY")
         if current_user and current_user.is_authenticated:
             response.headers["Cache-Control"] = "no-store"  # patient data stays off disk caches
         return response

@@ -28,6 +28,7 @@ from app.models.types import utcnow
 from app.web import auditing
 from app.web.access import clinical_required
 from app.web.rendering import render, shell_context
+from app.web.security_headers import WORKER_POLICY, page_headers
 from app.web.shared_templates import shared_template_sources
 
 bp = Blueprint("offline", __name__)
@@ -83,7 +84,8 @@ def service_worker_get():
             .replace(ASSETS_MARK, json.dumps(assets)))
     # The browser checks for a new worker at most this often; no-cache makes every check real.
     return Response(body, mimetype="text/javascript",
-                    headers={"Cache-Control": "no-cache", "Service-Worker-Allowed": "/"})
+                    headers={"Cache-Control": "no-cache", "Service-Worker-Allowed": "/",
+                             "Content-Security-Policy": WORKER_POLICY})
 
 
 @bp.get("/manifest.webmanifest")
@@ -139,6 +141,7 @@ def session_get():
         schemas=schemas_for_browser(),
         shell_version=shell_version(),
         pull_page=current_app.config["SYNC_BROWSER_PULL_PAGE"],
+        page_headers=page_headers(current_app.config["APP_ENV"] == "production"),
         server_time=to_json_value(utcnow()),
         subset_estimate=_subset_estimate(request.args.get("client_id", "")) if clinical else 0,
     )
