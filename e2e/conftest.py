@@ -6,6 +6,7 @@ Independent of tests/conftest.py on purpose, so e2e/ can be run on its own.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -147,6 +148,22 @@ class LiveServer:
         """Kill the server outright (as a crash would) and start it again on the same port."""
         self.stop(signal.SIGKILL)
         self.start()
+
+    @contextlib.contextmanager
+    def restarted_with(self, **overrides: str):
+        """The server restarted with these environment variables; restarted as it was after."""
+        saved = {name: self.env.get(name) for name in overrides}
+        self.env.update(overrides)
+        self.restart()
+        try:
+            yield self
+        finally:
+            for name, value in saved.items():
+                if value is None:
+                    self.env.pop(name, None)
+                else:
+                    self.env[name] = value
+            self.restart()
 
     def close(self) -> None:
         self.stop()

@@ -13,9 +13,9 @@ import uuid
 from playwright.sync_api import expect
 
 from e2e.helpers import server_db, sign_in
-from e2e.conftest import CHROMIUM, CHROMIUM_ARGS
 from e2e.offline import (badge, device, expect_synced, go_offline, go_online, open_from_device,
-                         remember_sign_in, unique_family, wait_until_ready)
+                         launch_profile, remember_sign_in, signed_in_state, unique_family,
+                         wait_until_ready)
 
 CLINIC = 0  # Riverside
 # Tokens made fresh for each render: the CSRF token is masked anew each time, and each page
@@ -72,14 +72,11 @@ def _first_difference(expected: str, actual: str) -> str:
     return f"server: …{expected[max(0, at - 200):at + 200]!r}\nworker: …{actual[max(0, at - 200):at + 200]!r}"
 
 
-def test_installable_and_opens_offline_from_the_home_screen(browser, new_context, live_server, tmp_path):
+def test_installable_and_opens_offline_from_the_home_screen(browser, live_server, tmp_path):
     # Installing needs a real profile (never an incognito one), signed in as the lab tech.
-    _, signed_in = device(new_context, live_server, live_server.user("lab", CLINIC))
-    cookies = signed_in.context.cookies()
-    context = browser.browser_type.launch_persistent_context(
-        str(tmp_path / "profile"), executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+    state = signed_in_state(browser, live_server, live_server.user("lab", CLINIC))
+    context = launch_profile(browser, tmp_path / "profile", state)
     try:
-        context.add_cookies(cookies)
         page = context.new_page()
         page.goto(live_server.url + "/")
         wait_until_ready(page)

@@ -7,19 +7,17 @@ says: every write applied exactly once, each device's writes in the order it mad
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 import shutil
 import signal
-import sqlite3
 import time
 import urllib.request
 
 import pytest
 from playwright.sync_api import expect
 
-from e2e.helpers import server_db
+from e2e.helpers import audit_db, server_db
 from e2e.offline import (badge, device, device_store, expect_synced, go_offline, go_online,
                          launch_profile, open_from_device, queue_notes, signed_in_state,
                          unique_family, wait_until_ready)
@@ -101,15 +99,6 @@ _CONTROLLER_VERSION = """() => new Promise((resolve) => {
 def controller_version(page) -> str | None:
     """The version of the activated worker that controls the page (None: none yet)."""
     return page.evaluate(_CONTROLLER_VERSION)
-
-
-@contextlib.contextmanager
-def audit_db(live_server):
-    """The live server's audit database (sync.pull events say how many records went where)."""
-    url = live_server.env["AUDIT_DATABASE_URL"]
-    assert url.startswith("sqlite:///"), url
-    with contextlib.closing(sqlite3.connect(url.removeprefix("sqlite:///"), timeout=10)) as conn:
-        yield conn
 
 
 def client_results(db, client_id: str) -> list:
@@ -305,11 +294,7 @@ def test_a_new_version_deployed_with_writes_queued_sends_them_once(new_context, 
     texts += more
     assert device_store(page)["outbox"] == 5
 
-    had_release = "APP_RELEASE" in live_server.env
-    old_release = live_server.env.get("APP_RELEASE")
-    try:
-        live_server.env["APP_RELEASE"] = "test-release-2"
-        live_server.restart()
+    with live_server.restarted_with(APP_RELEASE="test-release-2"):
         new_version = served_worker_version(live_server)
         assert new_version != old_version
 
@@ -349,13 +334,7 @@ def test_a_new_version_deployed_with_writes_queued_sends_them_once(new_context, 
                                               (client_id,)).fetchone()[0])
             assert telemetry["worker_version"] == new_version
             assert telemetry["queue_depth"] == 0
-    finally:
-        if had_release:
-            live_server.env["APP_RELEASE"] = old_release
-        else:
-            live_server.env.pop("APP_RELEASE", None)
-        live_server.restart()
-        assert served_worker_version(live_server) == old_version
+    assert served_worker_version(live_server) == old_version
 
 
 # -- r. the first sync, cut short by closing the browser, resumes where it stopped -------------
@@ -375,11 +354,7 @@ def test_a_first_sync_cut_short_by_closing_the_browser_resumes_where_it_stopped(
                                                                               profile):
     user = live_server.user("lab", RIVERSIDE)
     state = signed_in_state(browser, live_server, user)
-    had_page = "SYNC_BROWSER_PULL_PAGE" in live_server.env
-    old_page = live_server.env.get("SYNC_BROWSER_PULL_PAGE")
-    live_server.env["SYNC_BROWSER_PULL_PAGE"] = str(PULL_PAGE)
-    live_server.restart()
-    try:
+    with live_server.restarted_with(SYNC_BROWSER_PULL_PAGE=str(PULL_PAGE)):
         # A profile this person never used: the first sync starts, in pages of 10 records.
         context = launch_profile(browser, profile, state)
         try:
@@ -441,9 +416,3 @@ def test_a_first_sync_cut_short_by_closing_the_browser_resumes_where_it_stopped(
             expect(page.locator("main")).to_contain_text(given)
         finally:
             context.close()
-    finally:
-        if had_page:
-            live_server.env["SYNC_BROWSER_PULL_PAGE"] = old_page
-        else:
-            live_server.env.pop("SYNC_BROWSER_PULL_PAGE", None)
-        live_server.restart()

@@ -179,5 +179,3 @@ const REPLAY = {
     });
   },
 };
-
-export const REPLAYED_TYPES = Object.keys(REPLAY);
