@@ -6,6 +6,8 @@ import secrets
 from datetime import timedelta
 from pathlib import Path
 
+from app.crypto.config_keys import key_config
+
 
 class ConfigError(RuntimeError):
     """The environment does not describe a safe way to run the app."""
@@ -50,6 +52,8 @@ def build_config(instance_path: str, overrides: dict | None = None) -> dict:
     config = {
         "APP_ENV": app_env,
         "SECRET_KEY": secret,
+        # Field encryption and audit checkpoint keys; production refuses to start without them.
+        **key_config(env, app_env, secret, ConfigError),
         "SQLALCHEMY_DATABASE_URI": _normalise_url(database_url),
         "SQLALCHEMY_BINDS": {"audit": _normalise_url(audit_url)},
         "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
@@ -67,10 +71,21 @@ def build_config(instance_path: str, overrides: dict | None = None) -> dict:
         "SIGN_IN_RATE_LIMIT": env.get("SIGN_IN_RATE_LIMIT", "20 per minute"),
         "ACCOUNT_LOCKOUT_FAILURES": int(env.get("ACCOUNT_LOCKOUT_FAILURES", "8")),
         "ACCOUNT_LOCKOUT_MINUTES": int(env.get("ACCOUNT_LOCKOUT_MINUTES", "15")),
+        # Passkeys: empty means "from the request's host" in development and "passkeys off"
+        # in production, where the Host header is not to be trusted for this.
+        "WEBAUTHN_RP_ID": env.get("WEBAUTHN_RP_ID", ""),
+        "WEBAUTHN_ORIGIN": env.get("WEBAUTHN_ORIGIN", ""),
+        "PASSKEY_RATE_LIMIT": env.get("PASSKEY_RATE_LIMIT", "10 per minute"),
+        "PASSKEY_RECENT_SIGN_IN_MINUTES": int(env.get("PASSKEY_RECENT_SIGN_IN_MINUTES", "10")),
+        # Per administrator, shared by the password, code app and passkey resets.
+        "ADMIN_RESET_RATE_LIMIT": env.get("ADMIN_RESET_RATE_LIMIT", "10 per hour"),
         # Mixed into the service worker's version: a deploy that changes only configuration
         # or data can still make every device take the new worker.
         "APP_RELEASE": env.get("APP_RELEASE", ""),
         "APPOINTMENT_SLOT_CAPACITY": int(env.get("APPOINTMENT_SLOT_CAPACITY", "4")),
+        # Break-glass: how long an emergency opening lasts, and when its review falls due.
+        "BREAK_GLASS_MINUTES": int(env.get("BREAK_GLASS_MINUTES", "60")),
+        "BREAK_GLASS_REVIEW_HOURS": int(env.get("BREAK_GLASS_REVIEW_HOURS", "72")),
         "MAX_CONTENT_LENGTH": 2 * 1024 * 1024,
         "SYNC_MAX_BODY_BYTES": int(env.get("SYNC_MAX_BODY_BYTES", str(16 * 1024 * 1024))),
         "SYNC_MAX_BATCH": int(env.get("SYNC_MAX_BATCH", "500")),

@@ -70,9 +70,20 @@ def _sqlite(url: str):
         yield conn
 
 
+@contextlib.contextmanager
 def server_db(live_server):
-    """The live server's own SQLite database, to check what the server ended with."""
-    return _sqlite(live_server.env["DATABASE_URL"])
+    """The live server's own SQLite database, to check what the server ended with. Columns
+    the server encrypts read through `opened(table, column, id, value)` in SQL, with the keys
+    the live server derives from its SECRET_KEY."""
+    from app.crypto.config_keys import key_config
+    from app.crypto.field_cipher import FieldCipher, Place, decode_key, parse_keys
+    keys = key_config(live_server.env, "development", live_server.env["SECRET_KEY"], RuntimeError)
+    cipher = FieldCipher(parse_keys(keys["FIELD_ENCRYPTION_KEYS"]),
+                         decode_key(keys["FIELD_BLIND_INDEX_KEY"], "FIELD_BLIND_INDEX_KEY"))
+    with _sqlite(live_server.env["DATABASE_URL"]) as conn:
+        conn.create_function("opened", 4, lambda table, column, row_id, value:
+                             cipher.open(value, Place(table, column, row_id)), deterministic=True)
+        yield conn
 
 
 def audit_db(live_server):

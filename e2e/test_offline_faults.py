@@ -114,12 +114,9 @@ def client_changes(db, client_id: str) -> list:
 
 def note_counts(db, texts: list[str]) -> dict[str, int]:
     counts = {text: 0 for text in texts}
-    marks = {text[:40] for text in texts}
-    for mark in marks:
-        for row in db.execute("SELECT text, count(*) AS n FROM note WHERE text LIKE ? GROUP BY text",
-                              (mark + "%",)):
-            if row["text"] in counts:
-                counts[row["text"]] = row["n"]
+    for row in db.execute("SELECT opened('note', 'text', id, text) AS text FROM note"):
+        if row["text"] in counts:
+            counts[row["text"]] += 1
     return counts
 
 
@@ -188,7 +185,7 @@ def test_writes_made_while_the_server_is_down_are_sent_by_themselves_once_in_ord
         written = []
         for change in changes:
             if change["entity"] == "note":
-                written.append(db.execute("SELECT text FROM note WHERE id = ?",
+                written.append(db.execute("SELECT opened('note', 'text', id, text) AS text FROM note WHERE id = ?",
                                           (change["entity_id"],)).fetchone()["text"])
             else:
                 row = db.execute("SELECT code, value_number, patient_id FROM observation WHERE id = ?",
@@ -270,7 +267,7 @@ def test_a_flush_cut_by_a_reload_or_by_closing_the_browser_sends_everything_once
     with server_db(live_server) as db:
         assert note_counts(db, every) == {text: 1 for text in every}
         changes = assert_applied_once_in_order(db, client_id, len(every))
-        texts = [db.execute("SELECT text FROM note WHERE id = ?", (c["entity_id"],)).fetchone()["text"]
+        texts = [db.execute("SELECT opened('note', 'text', id, text) AS text FROM note WHERE id = ?", (c["entity_id"],)).fetchone()["text"]
                  for c in changes]
         assert texts == every
 

@@ -72,7 +72,8 @@ def test_offline_visit_is_shown_at_once_and_applied_in_order_once(new_context, l
                               "WHERE patient_id = ? ORDER BY code", (patient_id,)).fetchall()
         assert [(r["code"], r["value_number"], r["visit_id"]) for r in readings] == [
             ("8310-5", 38.4, visits[0]["id"]), ("8867-4", 96.0, visits[0]["id"])]
-        notes = db.execute("SELECT text, status FROM note WHERE patient_id = ?", (patient_id,)).fetchall()
+        notes = db.execute("SELECT opened('note', 'text', id, text) AS text, status FROM note "
+                           "WHERE patient_id = ?", (patient_id,)).fetchall()
         assert [(n["text"], n["status"]) for n in notes] == [("Febrile, alert. Encourage fluids.", "draft")]
 
         # One device, its writes in the order they were made, each applied once.

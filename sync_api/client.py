@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import secrets
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from dataclasses import dataclass, field
@@ -61,6 +62,9 @@ class HttpTransport:
 
     def __init__(self, base_url: str, token: str | None = None, timeout: float = 30.0,
                  headers: dict | None = None):
+        # urlopen would also read file: and other schemes; a server is only ever HTTP(S).
+        if urllib.parse.urlsplit(base_url).scheme not in ("http", "https"):
+            raise ValueError(f"the server address must start with http:// or https://, not {base_url!r}")
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
         self.headers = {"Content-Type": "application/json", "Accept": "application/json",
@@ -73,7 +77,8 @@ class HttpTransport:
         request = urllib.request.Request(self.base_url + path, data=data, method=method,
                                          headers=self.headers)
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+            with urllib.request.urlopen(  # nosec B310: only http(s) URLs, checked in __init__
+                    request, timeout=self.timeout) as response:
                 return Reply(response.status, _json(response.read()), dict(response.headers))
         except urllib.error.HTTPError as error:
             return Reply(error.code, _json(error.read()), dict(error.headers))

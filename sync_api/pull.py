@@ -20,6 +20,7 @@ from sqlalchemy.orm import selectinload
 from app.extensions import db
 from app.models import ENTITY_MODELS, ChangeLog, EntityHistory, Note, Patient, SyncClient, SyncSubset
 from app.models.records import to_json_value
+from app.models.sealed import open_record
 from app.models.types import utcnow
 from app.services.actor import Actor
 from sync_api.cursor import Cursor, seal, unseal
@@ -212,7 +213,7 @@ def _log(client: SyncClient, cursor: Cursor, room: int, allowed, now,
     cursor.txid, cursor.seq = (ready[-1].txid, ready[-1].seq) if full else seen.end
     latest: dict[tuple[str, str], dict] = {}
     for row in ready:
-        record = for_device(row.entity, row.record, allowed, now)
+        record = for_device(row.entity, open_record(row.entity, row.record), allowed, now)
         if record is None:
             continue
         key = (row.entity, row.entity_id)

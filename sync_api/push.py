@@ -5,10 +5,11 @@ from sqlalchemy import select
 
 from app.extensions import db
 from app.models import MutationResult, SyncClient
+from app.models.sealed import open_result
 from app.models.types import utcnow
 from app.services import audit
 from app.services.actor import Actor
-from app.services.apply import apply, rejected_result
+from app.services.apply import apply, rejected_result, same_payload
 from app.services.results import DUPLICATE, REJECTED, Mutation, Rejection, Result, patient_of
 from sync_api.subset import allowed_categories, for_device
 
@@ -67,13 +68,13 @@ def _for_device(result: Result, actor: Actor) -> dict:
 def _resent(mutation: Mutation, client_id: str) -> Result:
     stored = db.session.get(MutationResult, mutation.mid)
     if stored is not None:
-        if stored.payload_hash != mutation.payload_hash() or stored.client_id != client_id:
+        if not same_payload(stored, mutation) or stored.client_id != client_id:
             return _reject(mutation, "mid_reused",
                            "This mutation id was already used for a different change.")
         # A rejected mutation stays rejected: calling a resend of it a duplicate would read
         # as if it had been applied.
         status = REJECTED if stored.status == REJECTED else DUPLICATE
-        return Result.from_stored(stored.result, status)
+        return Result.from_stored(open_result(stored.result), status)
     holder = db.session.execute(select(MutationResult.mid).where(
         MutationResult.client_id == client_id, MutationResult.seq == mutation.seq)).scalar()
     detail = "another mutation" if holder else "a mutation whose result is no longer kept"

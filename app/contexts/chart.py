@@ -9,6 +9,7 @@ from app.extensions import db
 from app.models import (Appointment, Clinic, Condition, Consent, EntityHistory, MedicationRequest,
                         Note, Observation, Patient, Visit)
 from app.contexts.common import allowed_types, patient_summary, user_names
+from app.models.sealed import open_record
 
 TREND_WIDTH, TREND_HEIGHT, TREND_POINTS = 120, 32, 12
 
@@ -56,13 +57,14 @@ def _history(patient: Patient) -> list[dict]:
     names = user_names({r.changed_by for r in rows})
     history, newer = [], None
     for row in rows:  # newest first: each entry says what changed from the version before it
-        history.append({"version": row.version, "changed_at": row.record.get("updated_at"),
-                        "changed_by": names.get(row.changed_by, ""), "record": row.record,
+        record = open_record("patient", row.record)
+        history.append({"version": row.version, "changed_at": record.get("updated_at"),
+                        "changed_by": names.get(row.changed_by, ""), "record": record,
                         "changes": []})
         if newer is not None:
-            newer["changes"] = [{"field": f, "from": row.record.get(f), "to": newer["record"].get(f)}
+            newer["changes"] = [{"field": f, "from": record.get(f), "to": newer["record"].get(f)}
                                 for f in Patient.DEMOGRAPHIC_FIELDS
-                                if row.record.get(f) != newer["record"].get(f)]
+                                if record.get(f) != newer["record"].get(f)]
         newer = history[-1]
     return [h for h in history if h["changes"] or h["version"] == 1]
 

@@ -1,11 +1,12 @@
 """Patient search over the clinic's patients: name, identifier or phone."""
 from __future__ import annotations
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import and_, func, or_, select
 
 from app.domain.duplicates import normalise_phone
 from app.extensions import db
 from app.models import Patient, PatientIdentifier
+from app.models.sealed import NATIONAL_ID, current_cipher
 from app.services.scope import visible_in_clinic
 from app.contexts.common import patient_summary
 
@@ -18,10 +19,15 @@ def search_patients(clinic_id: str, q: str, limit: int = SEARCH_LIMIT) -> list[P
         return []
     query = select(Patient).where(visible_in_clinic(clinic_id))
     digits = normalise_phone(q)
+    cipher = current_cipher()
     for token in tokens:
+        # National ids are sealed: found whole, by blind index; other identifiers by prefix.
         by_identifier = select(PatientIdentifier.patient_id).where(
-            func.lower(PatientIdentifier.value).startswith(token),
-            PatientIdentifier.active.is_(True))
+            PatientIdentifier.active.is_(True), or_(
+                and_(PatientIdentifier.system != NATIONAL_ID,
+                     func.lower(PatientIdentifier.value_stored).startswith(token)),
+                and_(PatientIdentifier.system == NATIONAL_ID,
+                     PatientIdentifier.value_index == cipher.blind_index(token))))
         conditions = [func.lower(Patient.given_name).contains(token),
                       func.lower(Patient.family_name).contains(token),
                       Patient.id.in_(by_identifier)]
@@ -30,6 +36,21 @@ def search_patients(clinic_id: str, q: str, limit: int = SEARCH_LIMIT) -> list[P
         query = query.where(or_(*conditions))
     query = query.order_by(Patient.family_name, Patient.given_name).limit(limit)
     return list(db.session.execute(query).scalars())
+
+
+def query_for_audit(q: str) -> str:
+    """The search as the audit log keeps it: a national id that was found is written as a
+    reference to its blind index, so the log shows who looked for whom (the patient is in
+    the event) without holding the id itself."""
+    cipher = current_cipher()
+    words = []
+    for word in q.split():
+        index = cipher.blind_index(word)
+        known = db.session.execute(select(PatientIdentifier.id).where(
+            PatientIdentifier.system == NATIONAL_ID,
+            PatientIdentifier.value_index == index).limit(1)).first()
+        words.append(f"[national-id {index[:12]}]" if known else word)
+    return " ".join(words)
 
 
 def search_context(clinic_id: str, q: str) -> dict:

@@ -28,6 +28,10 @@ ROLE_LABELS = {
 CLINICAL_ROLES = frozenset({REGISTRATION_CLERK, NURSE, CLINICIAN, PHARMACIST, LAB})
 ADMIN_ROLES = frozenset({CLINIC_ADMIN, ORG_ADMIN})
 AUDIT_VIEWER_ROLES = frozenset({CLINIC_ADMIN, ORG_ADMIN, PRIVACY_OFFICER})
+# Break-glass (DESIGN.md §6): the clinician decides on care in an emergency, so only they
+# open a patient outside their clinic; the privacy officer reviews each opening.
+BREAK_GLASS_ROLES = frozenset({CLINICIAN})
+BREAK_GLASS_REVIEW_ROLES = frozenset({PRIVACY_OFFICER})
 
 HOME_STATION = {
     REGISTRATION_CLERK: "registration",
@@ -48,6 +52,14 @@ def can_administer(roles: frozenset[str]) -> bool:
 
 def can_view_audit(roles: frozenset[str]) -> bool:
     return bool(roles & AUDIT_VIEWER_ROLES)
+
+
+def can_break_glass(roles: frozenset[str]) -> bool:
+    return bool(roles & BREAK_GLASS_ROLES)
+
+
+def can_review_break_glass(roles: frozenset[str]) -> bool:
+    return bool(roles & BREAK_GLASS_REVIEW_ROLES)
 
 
 def home_station(roles: frozenset[str]) -> str | None:

@@ -23,7 +23,8 @@ class AuditEvent(db.Model):
     action: Mapped[str] = mapped_column(String(60), index=True)
     outcome: Mapped[str] = mapped_column(String(20))
     device: Mapped[str | None] = mapped_column(String(64))
-    break_glass_id: Mapped[str | None] = mapped_column(String(36))
+    # Indexed: the privacy officer's review counts and lists the events of each grant.
+    break_glass_id: Mapped[str | None] = mapped_column(String(36), index=True)
     request_id: Mapped[str | None] = mapped_column(String(36))
     detail: Mapped[dict] = mapped_column(JSONType)
     prev_hash: Mapped[str] = mapped_column(String(64))

@@ -1,31 +1,47 @@
-"""Database-level refusal of UPDATE and DELETE on the audit log, per dialect."""
+"""Database-level refusal of UPDATE and DELETE on the audit log's tables, per dialect."""
 from __future__ import annotations
 
-SQLITE = [
-    """CREATE TRIGGER audit_event_no_update BEFORE UPDATE ON audit_event
-       BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END""",
-    """CREATE TRIGGER audit_event_no_delete BEFORE DELETE ON audit_event
-       BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END""",
-]
-SQLITE_DROP = ["DROP TRIGGER IF EXISTS audit_event_no_update",
-               "DROP TRIGGER IF EXISTS audit_event_no_delete"]
+APPEND_ONLY_TABLES = ("audit_event", "audit_checkpoint")
 
-POSTGRESQL = [
-    """CREATE OR REPLACE FUNCTION audit_event_refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+
+def _sqlite(table: str) -> list[str]:
+    return [f"""CREATE TRIGGER {table}_no_update BEFORE UPDATE ON {table}
+       BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END""",
+            f"""CREATE TRIGGER {table}_no_delete BEFORE DELETE ON {table}
+       BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END"""]
+
+
+def _sqlite_drop(table: str) -> list[str]:
+    return [f"DROP TRIGGER IF EXISTS {table}_no_update", f"DROP TRIGGER IF EXISTS {table}_no_delete"]
+
+
+def _postgresql(table: str) -> list[str]:
+    return [f"""CREATE OR REPLACE FUNCTION {table}_refuse() RETURNS trigger LANGUAGE plpgsql AS $$
        BEGIN RAISE EXCEPTION 'the audit log is append-only'; END $$""",
-    """CREATE TRIGGER audit_event_no_change BEFORE UPDATE OR DELETE ON audit_event
-       FOR EACH ROW EXECUTE FUNCTION audit_event_refuse()""",
-    """CREATE TRIGGER audit_event_no_truncate BEFORE TRUNCATE ON audit_event
-       FOR EACH STATEMENT EXECUTE FUNCTION audit_event_refuse()""",
-]
-POSTGRESQL_DROP = ["DROP TRIGGER IF EXISTS audit_event_no_truncate ON audit_event",
-                   "DROP TRIGGER IF EXISTS audit_event_no_change ON audit_event",
-                   "DROP FUNCTION IF EXISTS audit_event_refuse()"]
+            f"""CREATE TRIGGER {table}_no_change BEFORE UPDATE OR DELETE ON {table}
+       FOR EACH ROW EXECUTE FUNCTION {table}_refuse()""",
+            # TRUNCATE skips row triggers, so it needs a statement trigger of its own.
+            f"""CREATE TRIGGER {table}_no_truncate BEFORE TRUNCATE ON {table}
+       FOR EACH STATEMENT EXECUTE FUNCTION {table}_refuse()"""]
 
 
-def create_statements(dialect: str) -> list[str]:
-    return {"sqlite": SQLITE, "postgresql": POSTGRESQL}.get(dialect, [])
+def _postgresql_drop(table: str) -> list[str]:
+    return [f"DROP TRIGGER IF EXISTS {table}_no_truncate ON {table}",
+            f"DROP TRIGGER IF EXISTS {table}_no_change ON {table}",
+            f"DROP FUNCTION IF EXISTS {table}_refuse()"]
 
 
-def drop_statements(dialect: str) -> list[str]:
-    return {"sqlite": SQLITE_DROP, "postgresql": POSTGRESQL_DROP}.get(dialect, [])
+def _known(table: str) -> str:
+    if table not in APPEND_ONLY_TABLES:  # the names go into DDL text
+        raise ValueError(f"{table} is not an audit table")
+    return table
+
+
+def create_statements(dialect: str, table: str = "audit_event") -> list[str]:
+    table = _known(table)
+    return {"sqlite": _sqlite, "postgresql": _postgresql}.get(dialect, lambda _t: [])(table)
+
+
+def drop_statements(dialect: str, table: str = "audit_event") -> list[str]:
+    table = _known(table)
+    return {"sqlite": _sqlite_drop, "postgresql": _postgresql_drop}.get(dialect, lambda _t: [])(table)

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.extensions import db
 from app.models.records import RecordMixin, to_json_value
+from app.models.sealed import NATIONAL_ID, SealedField, SealedRow
 from app.models.types import IdType, UTCDateTime, utcnow
 
 
@@ -48,15 +49,27 @@ class Patient(VersionedEntity, db.Model):
         return record
 
 
-class PatientIdentifier(VersionedEntity, db.Model):
+class PatientIdentifier(SealedRow, VersionedEntity, db.Model):
     __tablename__ = "patient_identifier"
     RECORD_FIELDS = ("id", "version", "patient_id", "system", "value", "active", "retired_reason",
                      "created_at", "updated_at")
     patient_id: Mapped[str] = mapped_column(ForeignKey("patient.id"), index=True)
     system: Mapped[str] = mapped_column(String(40))
-    value: Mapped[str] = mapped_column(String(100), index=True)
+    value = SealedField()
+    # Wide enough for a sealed 100-character value.
+    value_stored: Mapped[str] = mapped_column("value", String(640))
+    # HMAC of the normalised value: finds a national id without opening every one.
+    value_index: Mapped[str | None] = mapped_column(String(64), index=True)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     retired_reason: Mapped[str | None] = mapped_column(String(200))
+
+    def seals(self, name: str) -> bool:
+        return self.system == NATIONAL_ID
+
+    def seal_pending(self, cipher) -> None:
+        if "value" in self.pending_plaintext():
+            self.value_index = cipher.blind_index(self.pending_plaintext()["value"])
+        super().seal_pending(cipher)
 
 
 class Visit(VersionedEntity, db.Model):
@@ -93,26 +106,29 @@ class Observation(VersionedEntity, db.Model):
         return record
 
 
-class Condition(VersionedEntity, db.Model):
+class Condition(SealedRow, VersionedEntity, db.Model):
     __tablename__ = "condition"
     RECORD_FIELDS = ("id", "version", "patient_id", "visit_id", "code", "text", "clinical_status",
                      "onset_date", "resolved_at", "created_at", "updated_at")
     patient_id: Mapped[str] = mapped_column(ForeignKey("patient.id"), index=True)
     visit_id: Mapped[str | None] = mapped_column(ForeignKey("visit.id"))
-    code: Mapped[str | None] = mapped_column(String(20))
-    text: Mapped[str] = mapped_column(String(300))
+    code = SealedField()
+    text = SealedField()
+    code_stored: Mapped[str | None] = mapped_column("code", String(200))
+    text_stored: Mapped[str] = mapped_column("text", Text)
     clinical_status: Mapped[str] = mapped_column(String(20), default="active")
     onset_date: Mapped[date | None] = mapped_column(Date)
     resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
-class Note(VersionedEntity, db.Model):
+class Note(SealedRow, VersionedEntity, db.Model):
     __tablename__ = "note"
     RECORD_FIELDS = ("id", "version", "patient_id", "visit_id", "text", "status", "created_by",
                      "signed_by", "signed_at", "created_at", "updated_at")
     patient_id: Mapped[str] = mapped_column(ForeignKey("patient.id"), index=True)
     visit_id: Mapped[str | None] = mapped_column(ForeignKey("visit.id"))
-    text: Mapped[str] = mapped_column(Text)
+    text = SealedField()
+    text_stored: Mapped[str] = mapped_column("text", Text)
     status: Mapped[str] = mapped_column(String(20), default="draft")
     signed_by: Mapped[str | None] = mapped_column(ForeignKey("user.id"))
     signed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -127,14 +143,15 @@ class Note(VersionedEntity, db.Model):
         return record
 
 
-class NoteAddendum(VersionedEntity, db.Model):
+class NoteAddendum(SealedRow, VersionedEntity, db.Model):
     """An amendment to a signed note: the signed text itself never changes."""
 
     __tablename__ = "note_addendum"
     RECORD_FIELDS = ("id", "version", "note_id", "patient_id", "text", "created_by", "created_at")
     note_id: Mapped[str] = mapped_column(ForeignKey("note.id"), index=True)
     patient_id: Mapped[str] = mapped_column(ForeignKey("patient.id"), index=True)
-    text: Mapped[str] = mapped_column(Text)
+    text = SealedField()
+    text_stored: Mapped[str] = mapped_column("text", Text)
 
 
 class MedicationRequest(VersionedEntity, db.Model):

@@ -24,7 +24,7 @@ from sqlalchemy.exc import IntegrityError
 from app.domain import roles as r
 from app.domain.ids import is_uuid, new_id
 from app.extensions import db
-from app.models import Clinic, Membership, Team, User, UserSession
+from app.models import Clinic, Membership, PasskeyCredential, Team, User, UserSession
 from app.models.records import to_json_value
 from app.models.types import utcnow
 from app.services.accounts import find_user, hash_password
@@ -32,7 +32,7 @@ from app.services.accounts import find_user, hash_password
 USERNAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{2,79}$")
 CLINIC_CODE_RE = re.compile(r"^[A-Z0-9][A-Z0-9-]{1,19}$")
 # No 0/o, 1/l/i: a temporary password is read out or copied by hand.
-PASSWORD_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"
+PASSWORD_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"  # nosec B105: letters to draw from, not a password
 PASSWORD_GROUPS, PASSWORD_GROUP_LEN = 3, 4  # about 59 bits
 
 
@@ -140,8 +140,10 @@ def self_change_problem(scope: Scope, target_user_id: str, action: str) -> str |
                    "must be disabled.",
         "reset_mfa": "You cannot reset your own code app here, because it would sign you out "
                      "at once. Ask another administrator to do it.",
-        "password": "You cannot give yourself a temporary password here, because it would "
+        "password": "You cannot give yourself a temporary password here, because it would "  # nosec B105: a message
                     "sign you out before you could read it. Ask another administrator.",
+        "reset_passkeys": "You cannot remove all your own passkeys here, because it would "
+                          "sign you out at once. Remove them one by one under your account.",
     }.get(action)
 
 
@@ -280,7 +282,9 @@ def user_detail(scope: Scope, user: User) -> dict:
     for m in summary["memberships"]:
         m["removable"] = may_grant(scope, m["role"])
         m["error"] = None
-    return {**summary, "open_sessions": open_session_count(user),
+    passkey_count = db.session.execute(select(func.count()).select_from(PasskeyCredential)
+                                       .where(PasskeyCredential.user_id == user.id)).scalar_one()
+    return {**summary, "open_sessions": open_session_count(user), "passkey_count": passkey_count,
             "is_self": user.id == scope.actor_id,
             "can_change_account": may_change_account(scope, everything)}
 
@@ -403,6 +407,12 @@ def reset_mfa(scope: Scope, user: User) -> None:
     _refuse_self(scope, user, "reset_mfa")
     user.totp_secret = None
     user.totp_last_step = None
+
+
+def check_sign_in_reset(scope: Scope, user: User, action: str) -> None:
+    """Raises unless the administrator may reset how this person signs in."""
+    _require_account_change(scope, user)
+    _refuse_self(scope, user, action)
 
 
 def reset_password(scope: Scope, user: User) -> str:

@@ -12,6 +12,7 @@ from app.domain.mutations import ENVELOPE_SCHEMA, MUTATION_TYPES
 from app.domain.validation import validate
 from app.extensions import db
 from app.models import MutationResult
+from app.models.sealed import current_cipher, open_result, seal_result
 from app.services.actor import Actor
 from app.services.handlers import HANDLERS
 from app.services.results import DUPLICATE, REJECTED, Mutation, Rejection, Result
@@ -23,15 +24,21 @@ def check_envelope(body: dict) -> list[dict]:
     return [p.as_dict() for p in validate(ENVELOPE_SCHEMA, body)]
 
 
+def same_payload(stored: MutationResult, mutation: Mutation) -> bool:
+    # Results stored before payload hashes were keyed carry the plain hash.
+    return stored.payload_hash in (mutation.payload_hash(current_cipher().payload_key),
+                                   mutation.payload_hash())
+
+
 def apply(mutation: Mutation, actor: Actor, source: str) -> Result:
     stored = db.session.get(MutationResult, mutation.mid)
     if stored is not None:
         # Another device's mutation id (or a form's) is not this device's to replay.
-        if stored.payload_hash != mutation.payload_hash() or stored.client_id != mutation.client_id:
+        if not same_payload(stored, mutation) or stored.client_id != mutation.client_id:
             return rejected_result(mutation, Rejection(
                 "mid_reused", "This mutation id was already used for a different change."))
         # A rejected mutation was never applied: sent again, it is rejected again.
-        return Result.from_stored(stored.result,
+        return Result.from_stored(open_result(stored.result),
                                   REJECTED if stored.status == REJECTED else DUPLICATE)
 
     try:
@@ -51,7 +58,8 @@ def apply(mutation: Mutation, actor: Actor, source: str) -> Result:
     result.seq = mutation.seq
     db.session.add(MutationResult(
         mid=mutation.mid, client_id=mutation.client_id, seq=mutation.seq, type=mutation.type,
-        payload_hash=mutation.payload_hash(), status=result.status, result=result.to_wire(),
+        payload_hash=mutation.payload_hash(current_cipher().payload_key), status=result.status,
+        result=seal_result(result.to_wire()),
         user_id=actor.user_id, source=source, client_ts=mutation.client_ts))
     db.session.flush()
     return result

@@ -2,16 +2,26 @@
 
 Events are written in their own transaction on the audit database, before the
 access they describe is answered; if that write fails the caller must deny.
+
+Signed checkpoints pin the chain: each names a row and its hash, signed with an Ed25519
+key the database does not hold. Anyone able to write the table can recompute every hash
+after an edit, but cannot sign a new checkpoint, so `verify` then finds the rewritten
+stretch. One is written with the append that crosses every AUDIT_CHECKPOINT_EVERY events,
+and by `flask audit checkpoint` (run it from cron: rows after the newest checkpoint can be
+cut off the end unseen).
 """
 from __future__ import annotations
 
 import hashlib
 import json
 from dataclasses import dataclass
-from sqlalchemy import insert, select, text
 
+from flask import current_app
+from sqlalchemy import func, insert, select, text
+
+from app.crypto.audit_signing import CheckpointSigner, load_private_key, load_public_keys
 from app.extensions import db
-from app.models import AuditEvent
+from app.models import AuditCheckpoint, AuditEvent
 from app.models.records import to_json_value
 from app.models.types import utcnow
 
@@ -19,6 +29,7 @@ GENESIS_HASH = "0" * 64
 CHAINED_FIELDS = ("id", "at", "user_id", "username", "role", "clinic_id", "patient_id", "action",
                   "outcome", "device", "break_glass_id", "request_id", "detail")
 _PG_LOCK_KEY = 0x41554454  # one chain, so appends take turns on PostgreSQL
+CHECKPOINT_DOMAIN = "clinic-record audit checkpoint v1"  # a signature for nothing else
 
 
 class AuditUnavailable(RuntimeError):
@@ -50,13 +61,27 @@ def _engine():
     return db.engines["audit"]
 
 
+def signer() -> CheckpointSigner:
+    config = current_app.config
+    basis = (config["AUDIT_SIGNING_KEY"], config["AUDIT_VERIFY_KEYS"])
+    cached = current_app.extensions.get("audit_signer")
+    if cached is None or cached[0] != basis:
+        built = CheckpointSigner(load_private_key(basis[0]), load_public_keys(basis[1]))
+        cached = current_app.extensions["audit_signer"] = (basis, built)
+    return cached[1]
+
+
+def _take_turn(conn) -> None:
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})
+
+
 def append(entries: list[AuditEntry]) -> None:
     if not entries:
         return
     try:
         with _engine().begin() as conn:
-            if conn.dialect.name == "postgresql":
-                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})
+            _take_turn(conn)
             last = conn.execute(select(AuditEvent.id, AuditEvent.hash)
                                 .order_by(AuditEvent.id.desc()).limit(1)).first()
             next_id, prev_hash = (last.id + 1, last.hash) if last else (1, GENESIS_HASH)
@@ -68,8 +93,43 @@ def append(entries: list[AuditEntry]) -> None:
                 rows.append(row)
                 next_id += 1
             conn.execute(insert(AuditEvent), rows)
+            every = current_app.config["AUDIT_CHECKPOINT_EVERY"]
+            if every and rows[-1]["id"] // every > (rows[0]["id"] - 1) // every:
+                _write_checkpoint(conn, rows[-1]["id"], rows[-1]["hash"])
     except Exception as exc:  # any failure at all means the access is not recorded
         raise AuditUnavailable(str(exc)) from exc
+
+
+# --- Signed checkpoints ----------------------------------------------------------------------
+
+def checkpoint_message(row) -> bytes:
+    """The canonical bytes a checkpoint's signature covers."""
+    body = {"domain": CHECKPOINT_DOMAIN, "id": row["id"], "event_id": row["event_id"],
+            "event_hash": row["event_hash"], "at": to_json_value(row["at"]),
+            "key_id": row["key_id"]}
+    return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+
+
+def _write_checkpoint(conn, event_id: int, event_hash: str) -> dict:
+    signing = signer()
+    last_id = conn.execute(select(func.max(AuditCheckpoint.id))).scalar() or 0
+    row = {"id": last_id + 1, "event_id": event_id, "event_hash": event_hash, "at": utcnow(),
+           "key_id": signing.key_id}
+    row["signature"] = signing.sign(checkpoint_message(row))
+    conn.execute(insert(AuditCheckpoint), [row])
+    return row
+
+
+def checkpoint() -> dict | None:
+    """Sign the newest row now; None when the newest row already has a checkpoint."""
+    with _engine().begin() as conn:
+        _take_turn(conn)
+        last = conn.execute(select(AuditEvent.id, AuditEvent.hash)
+                            .order_by(AuditEvent.id.desc()).limit(1)).first()
+        covered = conn.execute(select(func.max(AuditCheckpoint.event_id))).scalar() or 0
+        if last is None or last.id <= covered:
+            return None
+        return _write_checkpoint(conn, last.id, last.hash)
 
 
 @dataclass
@@ -78,11 +138,65 @@ class ChainReport:
     rows_checked: int
     first_bad_id: int | None = None
     problem: str | None = None
+    checkpoint_id: int | None = None  # set when a checkpoint itself is the problem
+    checkpoints_checked: int = 0
+    uncovered_after: int | None = None  # rows after this one have no checkpoint yet
+
+
+def _check_checkpoints(checkpoints: list[dict]) -> ChainReport | None:
+    """Each checkpoint present, in order, and signed by a configured key."""
+    verifying = signer()
+    previous_event = 0
+    for number, row in enumerate(checkpoints, start=1):
+        def bad(problem: str) -> ChainReport:
+            return ChainReport(False, 0, checkpoint_id=number, problem=problem)
+        if row["id"] != number:
+            return bad(f"checkpoint {number} is missing: it was deleted "
+                       f"(the next checkpoint is {row['id']}).")
+        if not verifying.knows(row["key_id"]):
+            return bad(f"checkpoint {number} is signed by key {row['key_id']}, which is not "
+                       "among the configured keys (AUDIT_SIGNING_KEY, AUDIT_VERIFY_KEYS).")
+        if not verifying.verifies(row["key_id"], checkpoint_message(row), row["signature"]):
+            return bad(f"checkpoint {number} has a signature that does not match it: it was "
+                       "forged or edited.")
+        if row["event_id"] < previous_event:
+            return bad(f"checkpoint {number} names row {row['event_id']}, before the row of "
+                       "the checkpoint ahead of it.")
+        previous_event = row["event_id"]
+    return None
 
 
 def verify(batch_size: int = 5000) -> ChainReport:
-    """Re-walk the chain; name the first row that was edited, deleted or inserted."""
+    """Re-walk the chain against the signed checkpoints; name the first row that was edited,
+    deleted or inserted, or the first checkpoint that does not hold."""
+    with _engine().connect() as conn:
+        checkpoints = [dict(row) for row in conn.execute(
+            select(AuditCheckpoint.__table__).order_by(AuditCheckpoint.id)).mappings()]
+    broken = _check_checkpoints(checkpoints)
+    if broken is not None:
+        return broken
+    pinned: dict[int, list[dict]] = {}
+    for row in checkpoints:
+        pinned.setdefault(row["event_id"], []).append(row)
+    report = _walk(batch_size, pinned)
+    if not report.ok:
+        return report
+    report.checkpoints_checked = len(checkpoints)
+    last_pinned = max(pinned, default=0)
+    if last_pinned > report.rows_checked:
+        vouching = pinned[last_pinned][0]["id"]
+        return ChainReport(False, report.rows_checked, report.rows_checked + 1,
+                           f"rows {report.rows_checked + 1} to {last_pinned} are missing: "
+                           f"checkpoint {vouching} was signed for row {last_pinned}, so the end "
+                           "of the log was cut off.")
+    if report.rows_checked > last_pinned:
+        report.uncovered_after = last_pinned
+    return report
+
+
+def _walk(batch_size: int, pinned: dict[int, list[dict]]) -> ChainReport:
     expected_id, prev_hash, checked = 1, GENESIS_HASH, 0
+    last_good_pin = 0
     with _engine().connect() as conn:
         last_id = 0
         while True:
@@ -103,6 +217,14 @@ def verify(batch_size: int = 5000) -> ChainReport:
                 if chain_hash(prev_hash, row) != row["hash"]:
                     return ChainReport(False, checked, row["id"],
                                        f"row {row['id']} was edited after it was written.")
+                for point in pinned.get(row["id"], []):
+                    if point["event_hash"] != row["hash"]:
+                        return ChainReport(
+                            False, checked, row["id"],
+                            f"row {row['id']} does not match signed checkpoint {point['id']}: "
+                            f"rows {last_good_pin + 1} to {row['id']} were rewritten and their "
+                            "hashes recomputed.")
+                    last_good_pin = row["id"]
                 prev_hash, expected_id, checked = row["hash"], expected_id + 1, checked + 1
                 last_id = row["id"]
     return ChainReport(True, checked)

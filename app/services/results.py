@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 from dataclasses import dataclass, field
 
@@ -33,13 +34,19 @@ class Mutation:
                    deps=list(body.get("deps") or []), client_id=client_id, seq=body.get("seq"),
                    client_ts=body.get("client_ts"))
 
-    def payload_hash(self) -> str:
-        """What makes two deliveries 'the same mutation': everything but transport fields."""
+    def payload_hash(self, key: bytes | None = None) -> str:
+        """What makes two deliveries 'the same mutation': everything but transport fields.
+
+        Keyed (HMAC) when a key is given: a plain hash of a registration would let anyone
+        holding the database confirm a guessed national id, since every other field of it
+        is stored in the clear."""
         payload = {"type": self.type, "entity": self.entity, "entity_id": self.entity_id,
                    "base_version": self.base_version, "base": self.base, "data": self.data,
                    "deps": self.deps}
         canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-        return hashlib.sha256(canonical.encode()).hexdigest()
+        if key is None:
+            return hashlib.sha256(canonical.encode()).hexdigest()
+        return hmac.new(key, canonical.encode(), hashlib.sha256).hexdigest()
 
 
 @dataclass

@@ -4,7 +4,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from app.domain.ids import new_id
 from app.extensions import db
@@ -35,3 +35,10 @@ def authenticate(token: str) -> ApiToken | None:
         return None
     row.last_used_at = utcnow()
     return row
+
+
+def revoke_all_for(user_id: str) -> int:
+    """Revoke every live token of the user (after a reset of how they sign in)."""
+    result = db.session.execute(update(ApiToken).where(
+        ApiToken.user_id == user_id, ApiToken.revoked_at.is_(None)).values(revoked_at=utcnow()))
+    return result.rowcount or 0

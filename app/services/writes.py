@@ -9,6 +9,7 @@ from app.domain.ids import new_id
 from app.domain.mutations import MutationType
 from app.extensions import db
 from app.models import ChangeLog, Conflict, EntityHistory, Patient
+from app.models.sealed import seal_fields, seal_record
 from app.models.types import utcnow
 from app.services.actor import Actor
 from app.services.results import APPLIED, CONFLICT, Mutation, Rejection, Result
@@ -77,7 +78,8 @@ class WriteContext:
         entity = row.__tablename__
         db.session.expire(row)  # relationships in the record must reflect this write
         db.session.add(EntityHistory(entity=entity, entity_id=row.id, version=row.version,
-                                     record=row.to_record(), mid=self.mutation.mid,
+                                     record=seal_record(entity, row.to_record()),
+                                     mid=self.mutation.mid,
                                      changed_by=self.actor.user_id))
         change = ChangeLog(entity=entity, entity_id=row.id, version=row.version, op="put",
                            clinic_id=clinic_id or self.actor.clinic_id, patient_id=patient_id,
@@ -117,9 +119,11 @@ class WriteContext:
             id=new_id(), clinic_id=clinic_id or self.actor.clinic_id, patient_id=patient_id,
             entity=row.__tablename__, entity_id=row.id, mid=self.mutation.mid,
             mutation_type=self.mutation.type, fields=fields,
-            server_values={f: record.get(f) for f in fields},
-            incoming_values={f: incoming.get(f) for f in fields},
-            base_values={f: base.get(f) for f in fields if f in base},
+            server_values=seal_fields(row.__tablename__, row.id, {f: record.get(f) for f in fields}),
+            incoming_values=seal_fields(row.__tablename__, row.id,
+                                        {f: incoming.get(f) for f in fields}),
+            base_values=seal_fields(row.__tablename__, row.id,
+                                    {f: base.get(f) for f in fields if f in base}),
             server_version=row.version, raised_by=self.actor.user_id))
         db.session.flush()
         return Result(mid=self.mutation.mid, status=CONFLICT, entity=self.mutation.entity,

@@ -11,7 +11,8 @@ from flask_login import current_user
 from app.database import reset_write_intent, set_write_intent
 from app.extensions import db, htmx, login_manager
 from app.services.audit import AuditUnavailable
-from app.web import admin, auth, clinical, conflicts, offline, patients, security_headers, worklist
+from app.web import account, admin, auth, clinical, conflicts, offline, patients, security_headers, worklist
+from app.web import break_glass
 from app.web.filters import FILTERS
 from app.web.rendering import render
 from app.web.sessions import load
@@ -25,7 +26,8 @@ ERROR_TEXT = {
     404: ("Not found", "There is nothing at this address in your clinic."),
     405: ("Not allowed", "This address does not accept that kind of request."),
     413: ("Too large", "What was sent is larger than this server accepts. Nothing was changed."),
-    429: ("Too many attempts", "Wait a minute before trying again."),
+    429: ("Too many attempts", "There were too many attempts in a short time, so this one was "
+          "not carried out and nothing was changed. Wait a few minutes and try again."),
     500: ("Something went wrong", "The server hit an unexpected problem. Nothing was changed. "
           "Try again; if it happens again, give the reference below to your administrator."),
     503: ("The access log is unavailable", "Every access to patient records must be recorded, and "
@@ -37,7 +39,8 @@ ERROR_TEXT = {
 def register_web(app: Flask) -> None:
     for name, func in FILTERS.items():
         app.jinja_env.filters[name] = func
-    for module in (auth, patients, clinical, worklist, conflicts, admin, offline):
+    for module in (auth, account, patients, clinical, worklist, conflicts, admin, offline,
+                   break_glass):
         app.register_blueprint(module.bp)
 
     security_headers.init_app(app)

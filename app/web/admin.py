@@ -11,11 +11,13 @@ from sqlalchemy import and_, or_, select
 
 from app.contexts import devices
 from app.domain import roles as r
-from app.extensions import db
+from app.extensions import db, limiter
 from app.models import AuditEvent, Clinic, User
 from app.models.records import to_json_value
 from app.models.types import utcnow
 from app.services import admin as svc
+from app.services import break_glass
+from app.services import passkeys, tokens
 from app.web import auditing, sessions
 from app.web.access import _requires, admin_required, audit_viewer_required
 from app.web.rendering import render
@@ -28,8 +30,11 @@ console_required = _requires(lambda roles: r.can_administer(roles) or r.can_view
 @bp.get("/")
 @console_required
 def index_get():
+    reviews = (break_glass.open_review_counts(current_user.user.organization_id, utcnow())
+               if r.can_review_break_glass(current_user.roles) else None)
     return render("admin/index.html", {"can_administer": r.can_administer(current_user.roles),
-                                       "can_view_audit": r.can_view_audit(current_user.roles)})
+                                       "can_view_audit": r.can_view_audit(current_user.roles),
+                                       "break_glass_reviews": reviews})
 
 
 def _parse_day(value: str, end: bool = False) -> datetime | None:
@@ -184,6 +189,22 @@ def _user_ref(user) -> dict:
     return {"user_id": user.id, "username": user.username}
 
 
+def _reset_key() -> str:
+    return f"admin:{current_user.user.id}"
+
+
+# One budget per administrator for every way of resetting how someone signs in: a stolen
+# administrator session cannot take over many accounts in a burst.
+_reset_limit = limiter.shared_limit(lambda: current_app.config["ADMIN_RESET_RATE_LIMIT"],
+                                    scope="admin-reset", key_func=_reset_key)
+
+
+def _sign_out_everywhere(user, reason: str) -> dict:
+    """After a reset, nothing signed in the old way may go on working: sessions and tokens."""
+    return {"sessions_ended": sessions.end_all_for(user.id, reason),
+            "tokens_revoked": tokens.revoke_all_for(user.id)}
+
+
 @bp.get("/users")
 @admin_required
 def users_get():
@@ -272,6 +293,7 @@ def user_enable_post(user_id: str):
 
 @bp.post("/users/<user_id>/reset-mfa")
 @admin_required
+@_reset_limit
 @_refusals("admin.user.reset_mfa")
 def user_reset_mfa_post(user_id: str):
     scope = _scope()
@@ -281,8 +303,8 @@ def user_reset_mfa_post(user_id: str):
     except svc.Invalid as exc:
         _rejected("admin.user.reset_mfa", exc, _user_ref(user))
         return _user_page(scope, user, exc.errors, status=422)
-    ended = sessions.end_all_for(user.id, "mfa_reset")
-    auditing.record("admin.user.reset_mfa", detail={**_user_ref(user), "sessions_ended": ended})
+    ended = _sign_out_everywhere(user, "mfa_reset")
+    auditing.record("admin.user.reset_mfa", detail={**_user_ref(user), **ended})
     db.session.commit()
     flash(f"The code app for {user.display_name} was reset and they were signed out. At their "
           "next sign-in they will be asked to set up a code app again.", "success")
@@ -291,6 +313,7 @@ def user_reset_mfa_post(user_id: str):
 
 @bp.post("/users/<user_id>/password")
 @admin_required
+@_reset_limit
 @_refusals("admin.user.password_reset")
 def user_password_post(user_id: str):
     scope = _scope()
@@ -300,13 +323,35 @@ def user_password_post(user_id: str):
     except svc.Invalid as exc:
         _rejected("admin.user.password_reset", exc, _user_ref(user))
         return _user_page(scope, user, exc.errors, status=422)
-    ended = sessions.end_all_for(user.id, "password_reset")
-    auditing.record("admin.user.password_reset", detail={**_user_ref(user),
-                                                         "sessions_ended": ended})
+    ended = _sign_out_everywhere(user, "password_reset")
+    auditing.record("admin.user.password_reset", detail={**_user_ref(user), **ended})
     db.session.commit()
     _show_once(user.id, password)
     flash(f"{user.display_name} has a new temporary password and was signed out. Their old "
           "password no longer works.", "success")
+    return redirect(f"/admin/users/{user.id}", code=303)
+
+
+@bp.post("/users/<user_id>/reset-passkeys")
+@admin_required
+@_reset_limit
+@_refusals("admin.user.reset_passkeys")
+def user_reset_passkeys_post(user_id: str):
+    scope = _scope()
+    user = svc.get_user(scope, user_id)
+    try:
+        svc.check_sign_in_reset(scope, user, "reset_passkeys")
+    except svc.Invalid as exc:
+        _rejected("admin.user.reset_passkeys", exc, _user_ref(user))
+        return _user_page(scope, user, exc.errors, status=422)
+    removed = passkeys.remove_all_of(user.id)
+    ended = _sign_out_everywhere(user, "passkeys_reset")
+    auditing.record("admin.user.reset_passkeys", detail={**_user_ref(user),
+                                                         "passkeys_removed": removed, **ended})
+    db.session.commit()
+    flash(f"All passkeys of {user.display_name} were removed ({removed}) and they were signed "
+          "out. They sign in with their password and code app, and can add new passkeys under "
+          "their account.", "success")
     return redirect(f"/admin/users/{user.id}", code=303)
 
 

@@ -4,11 +4,29 @@ from __future__ import annotations
 from flask import g, request
 from flask_login import current_user
 
+from app.models.types import utcnow
 from app.services import audit
+from app.services import break_glass
+
+
+BREAK_GLASS_CACHE = "break_glass_grants"  # in g: this request's running grants of the user
+
+
+def _running_grant_id(patient_id: str | None) -> str | None:
+    """The grant under which the signed-in person reaches this patient now, if any: every
+    event of theirs about the patient in the window carries it (DESIGN.md §7)."""
+    if not patient_id or not current_user.is_authenticated:
+        return None
+    grants = g.get(BREAK_GLASS_CACHE)
+    if grants is None:
+        grants = {pid: grant.id for pid, grant in
+                  break_glass.active_grants(current_user.user.id, utcnow()).items()}
+        setattr(g, BREAK_GLASS_CACHE, grants)
+    return grants.get(patient_id)
 
 
 def entry(action: str, outcome: str = "success", patient_id: str | None = None,
-          detail: dict | None = None) -> audit.AuditEntry:
+          detail: dict | None = None, break_glass_id: str | None = None) -> audit.AuditEntry:
     signed_in = current_user.is_authenticated
     return audit.AuditEntry(
         action=action, outcome=outcome,
@@ -17,13 +35,14 @@ def entry(action: str, outcome: str = "success", patient_id: str | None = None,
         role=",".join(sorted(current_user.roles)) if signed_in else None,
         clinic_id=current_user.clinic_id if signed_in else None,
         patient_id=patient_id, device=request.headers.get("X-Client-Id"),
+        break_glass_id=break_glass_id or _running_grant_id(patient_id),
         request_id=g.get("request_id"), detail=detail or {})
 
 
 def record(action: str, outcome: str = "success", patient_id: str | None = None,
-           detail: dict | None = None) -> None:
+           detail: dict | None = None, break_glass_id: str | None = None) -> None:
     """Raises AuditUnavailable: the caller's access is then denied by the error handler."""
-    audit.append([entry(action, outcome, patient_id, detail)])
+    audit.append([entry(action, outcome, patient_id, detail, break_glass_id)])
 
 
 def record_patient_reads(action: str, patient_ids: list[str], detail: dict | None = None) -> None:

@@ -1,4 +1,4 @@
-"""Signing in (password, then a one-time code), enrolling a code app, signing out."""
+"""Signing in (password, then a one-time code; or a passkey), enrolling a code app, signing out."""
 from __future__ import annotations
 
 import io
@@ -11,8 +11,9 @@ from flask_login import current_user, login_user, logout_user
 from app.extensions import db, limiter
 from app.models import User
 from app.models.types import utcnow
-from app.services import accounts
+from app.services import accounts, passkeys
 from app.web import auditing, sessions
+from app.web import passkey_requests as pk
 from app.web.redirects import local_path
 from app.web.rendering import render
 
@@ -101,7 +102,7 @@ def login_code_post():
         return render("auth/code.html", {"error": "That code is not right or was already used. "
                                          "Wait for the next code and try again."}, status=401)
     user.totp_last_step = step
-    return _complete_sign_in(user)
+    return redirect(_complete_sign_in(user))
 
 
 @bp.get("/login/setup")
@@ -134,20 +135,82 @@ def login_setup_post():
                                           "your phone and enter the newest code."}, status=401)
     user.totp_secret = secret
     user.totp_last_step = step
-    return _complete_sign_in(user)
+    return redirect(_complete_sign_in(user))
 
 
-def _complete_sign_in(user: User):
-    next_url = session.get("pending_mfa", {}).get("next", "/")
+# A passkey with user verification is both factors at once: it replaces password and code.
+@bp.post("/login/passkey/options")
+@limiter.limit(pk.passkey_limit)
+def login_passkey_options_post():
+    rp = pk.relying_party()
+    if rp is None:
+        return pk.refusal(pk.NOT_SET_UP, status=409)
+    body = pk.json_body()
+    username = str(body.get("username") or "")[:80]
+    salt = passkeys.prf_salt_for_username(username, current_app.config["SECRET_KEY"])
+    options, challenge = passkeys.sign_in_options(rp, salt)
+    pk.remember_challenge(passkeys.SIGN_IN, challenge, None, username=username,
+                          next=_safe_next(str(body.get("next") or "")))
+    db.session.commit()
+    return pk.answer(**options)
+
+
+@bp.post("/login/passkey")
+@limiter.limit(pk.passkey_limit)
+def login_passkey_post():
+    rp = pk.relying_party()
+    if rp is None:
+        return pk.refusal(pk.NOT_SET_UP, status=409)
+    credential = pk.json_body().get("credential")
+    challenge, kept = pk.take_remembered(passkeys.SIGN_IN, None)
+    username = kept.get("username", "")
+    typed = accounts.find_user(username) if username else None
+    user = None
+
+    def refuse(message: str, reason: str, status: int = 400):
+        auditing.audit.append([auditing.audit.AuditEntry(
+            action="sign_in", outcome="denied", user_id=user.id if user else None,
+            username=user.username if user else username[:80] or None,
+            detail={"reason": reason, "method": "passkey", "ip": request.remote_addr})])
+        db.session.commit()
+        return pk.refusal(message, status=status)
+
+    if challenge is None or not isinstance(credential, dict):
+        return refuse(passkeys.MESSAGES["challenge"], "challenge")
+    try:
+        passkey = passkeys.authenticate(rp, credential, challenge, expected_user=typed)
+    except passkeys.PasskeyRefused as refused:
+        user = refused.credential.user if refused.credential else None
+        if user is not None and refused.reason in ("user_not_verified", "sign_count", "invalid"):
+            accounts.note_failure(user)
+        return refuse(refused.message, refused.reason)
+    user = passkey.user
+    if accounts.is_locked(user):
+        return refuse("Too many failed attempts: this account is paused for a few minutes. "
+                      "Try again later or ask an administrator.", "locked")
+    if user.is_disabled:
+        return refuse("This account is disabled. Ask an administrator.", "disabled")
+    target = _complete_sign_in(user, method="passkey", next_url=kept.get("next"),
+                               detail={"passkey_id": passkey.id})
+    return pk.answer(ok=True, redirect=target, user_id=user.id,
+                     credential_id=passkey.credential_id)
+
+
+def _complete_sign_in(user: User, method: str = "password_totp", next_url: str | None = None,
+                      detail: dict | None = None) -> str:
+    """Every way of signing in ends here: a new session, the success audited. Returns where
+    the person goes next."""
+    if next_url is None:
+        next_url = session.get("pending_mfa", {}).get("next", "/")
     accounts.note_success(user)
     clinic_id = sessions.start(user)
     login_user(sessions.Principal(user=user, session_row=None, clinic_id=clinic_id,
                                   roles=sessions.roles_at(user, clinic_id)))
     auditing.audit.append([auditing.audit.AuditEntry(
         action="sign_in", outcome="success", user_id=user.id, username=user.username,
-        detail={"ip": request.remote_addr})])
+        detail={"ip": request.remote_addr, "method": method, **(detail or {})})])
     db.session.commit()
-    return redirect(_safe_next(next_url))
+    return _safe_next(next_url)
 
 
 @bp.post("/logout")

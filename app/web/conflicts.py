@@ -11,6 +11,7 @@ from app.extensions import db
 from app.models import Conflict, Patient
 from app.models.types import utcnow
 from app.models.records import to_json_value
+from app.models.sealed import open_fields, seal_fields
 from app.services.scope import visible_in_clinic
 from app.web import auditing
 from app.web.access import clinical_required
@@ -32,15 +33,26 @@ def _visible_conflicts(status: str):
 def conflicts_get():
     rows = db.session.execute(_visible_conflicts("open").order_by(Conflict.created_at)).all()
     names = user_names({c.raised_by for c, _ in rows})
-    items = [{"id": c.id, "entity": c.entity, "mutation_type": c.mutation_type,
-              "created_at": to_json_value(c.created_at), "raised_by": names.get(c.raised_by, ""),
-              "patient": {"id": p.id, "name": f"{p.given_name} {p.family_name}"},
-              "resolvable": c.mutation_type in RESOLVABLE,
-              "fields": [{"field": f, "server": c.server_values.get(f),
-                          "incoming": c.incoming_values.get(f), "base": c.base_values.get(f)}
-                         for f in c.fields]} for c, p in rows]
+    items = [_item(c, p, names) for c, p in rows]
     auditing.record_patient_reads("conflict.list", sorted({i["patient"]["id"] for i in items}))
     return render("conflicts/list.html", {"conflicts": items, "mid": new_id()})
+
+
+def _values(conflict: Conflict) -> tuple[dict, dict, dict]:
+    """The server's, the incoming and the base values, opened (they are stored sealed)."""
+    return tuple(open_fields(conflict.entity, conflict.entity_id, values) or {}
+                 for values in (conflict.server_values, conflict.incoming_values,
+                                conflict.base_values))
+
+
+def _item(c: Conflict, p: Patient, names: dict) -> dict:
+    server, incoming, base = _values(c)
+    return {"id": c.id, "entity": c.entity, "mutation_type": c.mutation_type,
+            "created_at": to_json_value(c.created_at), "raised_by": names.get(c.raised_by, ""),
+            "patient": {"id": p.id, "name": f"{p.given_name} {p.family_name}"},
+            "resolvable": c.mutation_type in RESOLVABLE,
+            "fields": [{"field": f, "server": server.get(f), "incoming": incoming.get(f),
+                        "base": base.get(f)} for f in c.fields]}
 
 
 @bp.post("/conflicts/<conflict_id>/resolve")
@@ -53,7 +65,7 @@ def conflict_resolve_post(conflict_id: str):
     choice = request.form.get("choice")
     chosen = {}
     if choice == "incoming" and conflict.mutation_type in RESOLVABLE:
-        chosen = {f: conflict.incoming_values.get(f) for f in conflict.fields}
+        chosen = {f: _values(conflict)[1].get(f) for f in conflict.fields}
     elif choice == "edit" and conflict.mutation_type in RESOLVABLE:
         chosen = {f: (request.form.get(f"value_{f}") or "").strip() or None for f in conflict.fields}
     elif choice != "server":
@@ -71,7 +83,8 @@ def conflict_resolve_post(conflict_id: str):
     conflict.status = "resolved"
     conflict.resolved_by = current_user.user.id
     conflict.resolved_at = utcnow()
-    conflict.resolution = {"choice": choice, "values": chosen}
+    conflict.resolution = {"choice": choice,
+                           "values": seal_fields(conflict.entity, conflict.entity_id, chosen)}
     auditing.record("conflict.resolve", patient_id=patient.id,
                     detail={"conflict_id": conflict.id, "choice": choice})
     db.session.commit()

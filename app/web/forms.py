@@ -4,10 +4,12 @@ from __future__ import annotations
 from flask import abort, flash, request
 from flask_login import current_user
 
+from app.domain import roles
 from app.extensions import db
 from app.models import Patient
 from app.services.results import Result
 from app.services.scope import patient_visible
+from app.web import break_glass
 
 
 def text(name: str) -> str | None:
@@ -59,8 +61,13 @@ def errors_of(*results: Result) -> dict:
     return errors
 
 
-def visible_patient_or_404(patient_id: str) -> Patient:
-    if not patient_visible(patient_id, current_user.clinic_id):
+def visible_patient_or_404(patient_id: str, offer_break_glass: bool = False) -> Patient:
+    """A patient of this clinic, or one the clinician opened with break-glass (read pages
+    only). Otherwise 404; `offer_break_glass` puts the emergency access form on that page."""
+    if not patient_visible(patient_id, current_user.clinic_id) \
+            and break_glass.grant_in_use(patient_id) is None:
+        if offer_break_glass and roles.can_break_glass(current_user.roles):
+            abort(break_glass.refused_page(patient_id))
         abort(404)
     return db.session.get(Patient, patient_id)
 

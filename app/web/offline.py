@@ -16,6 +16,7 @@ from flask_login import current_user, login_required
 from sqlalchemy import func, select
 
 from app.contexts.common import allowed_types
+from app.contexts.search import query_for_audit
 from app.domain import roles as r
 from app.domain.ids import is_uuid
 from app.domain.mutations import IDENTIFIER_SYSTEMS, SEXES, schemas_for_browser
@@ -128,7 +129,7 @@ def session_get():
         clinic_id=current_user.clinic_id,
         offline=clinical,
         home_station=r.home_station(roles) if clinical else None,
-        shell=shell,
+        shell=shell,  # nosec B604: the page shell's data for the worker, not a subprocess flag
         can=allowed_types(roles),
         people=people,
         clinics=clinics,
@@ -226,6 +227,8 @@ def device_reads_post():
         detail = {"source": "device", "at": str(read.get("at") or "")[:40],
                   **{k: str(v)[:200] for k, v in (read.get("detail") or {}).items()
                      if k in ("page", "q", "station", "visit_id")}}
+        if "q" in detail:
+            detail["q"] = query_for_audit(detail["q"])
         if not patients:
             entries.append(auditing.entry(read["action"], detail={**detail, "patients": 0}))
         entries += [auditing.entry(read["action"], patient_id=pid, detail=detail) for pid in patients]

@@ -7,7 +7,7 @@ from sqlalchemy import select
 
 from app.contexts.chart import chart_context, history_context
 from app.contexts.common import patient_summary
-from app.contexts.search import search_context, search_patients
+from app.contexts.search import query_for_audit, search_context, search_patients
 from app.domain.duplicates import LIKELY_DUPLICATE_SCORE, likeness
 from app.domain.ids import new_id
 from app.domain.mutations import IDENTIFIER_SYSTEMS, SEXES
@@ -29,7 +29,7 @@ def patients_get():
     q = request.args.get("q", "").strip()[:100]
     context = search_context(current_user.clinic_id, q)
     auditing.record_patient_reads("patient.search", [p["id"] for p in context["results"]],
-                                  detail={"q": q})
+                                  detail={"q": query_for_audit(q)})
     return render("patients/search.html", context, fragment="patients/_results.html")
 
 
@@ -94,7 +94,7 @@ def patients_new_post():
 @bp.get("/patients/<patient_id>")
 @clinical_required
 def patient_get(patient_id: str):
-    patient = visible_patient_or_404(patient_id)
+    patient = visible_patient_or_404(patient_id, offer_break_glass=True)
     context = chart_context(patient, current_user.roles, current_user.clinic_id)
     auditing.record("patient.read", patient_id=patient.id)
     return render("patients/chart.html", {**context, "mid": new_id()})

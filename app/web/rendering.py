@@ -41,6 +41,9 @@ def shell_context(with_messages: bool = True) -> dict:
                 {"href": "/patients", "label": "Patients", "key": "patients"},
                 {"href": "/patients/new", "label": "Register", "key": "register"},
                 {"href": "/conflicts", "label": "Review", "key": "conflicts"}]
+    if r.can_break_glass(roles):
+        # Search finds only the clinic's patients; this finds one of another clinic.
+        nav.append({"href": "/break-glass", "label": "Emergency access", "key": "break_glass"})
     if r.can_administer(roles) or r.can_view_audit(roles):
         nav.append({"href": "/admin/", "label": "Administration", "key": "admin"})
     context["nav"] = nav
@@ -50,4 +53,11 @@ def shell_context(with_messages: bool = True) -> dict:
 def render(template: str, context: dict, fragment: str | None = None, status: int = 200):
     """The whole page for a navigation; only `fragment` for an htmx request that targets it."""
     name = fragment if fragment and htmx and not htmx.boosted else template
-    return render_template(name, **shell_context(), **context), status
+    shell = shell_context()
+    if banner := g.get("break_glass_banner"):
+        # A page opened under break-glass (app/web/break_glass.py) says so, and offers no
+        # write forms: the grant lets the clinician read the record, not change it.
+        shell["messages"].append(banner)
+        if "can" in context:
+            context = {**context, "can": {key: False for key in context["can"]}}
+    return render_template(name, **shell, **context), status

@@ -1,4 +1,5 @@
-"""The templates the service worker renders too: every template but admin/ and auth/.
+"""The templates the service worker renders too: every template but account/, admin/, auth/
+and break_glass/.
 
 The server renders them with Jinja2, the worker with Nunjucks (static/sw/templates.js), from
 the same plain-dict context; tests/web/test_template_parity.py requires identical HTML, so
@@ -31,7 +32,7 @@ from __future__ import annotations
 from pathlib import Path
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
-SHARED_EXCLUDED_DIRS = ("admin/", "auth/")
+SHARED_EXCLUDED_DIRS = ("account/", "admin/", "auth/", "break_glass/")  # pages only the server shows
 
 
 def shared_template_sources() -> dict[str, str]:

@@ -7,6 +7,7 @@ from flask_login import current_user
 from app.domain.ids import derived_id, is_uuid, new_id
 from app.extensions import db
 from app.models import MutationResult
+from app.models.sealed import open_result
 from app.services.apply import apply
 from app.services.results import Mutation, Result, patient_of
 from app.web import auditing
@@ -28,7 +29,7 @@ def form_mid(name: str = "") -> str:
 def replayed(mid: str) -> Result | None:
     """The stored result if this form submission was already applied (a double tap)."""
     stored = db.session.get(MutationResult, mid)
-    return Result.from_stored(stored.result, "duplicate") if stored else None
+    return Result.from_stored(open_result(stored.result), "duplicate") if stored else None
 
 
 def submit(type_name: str, entity: str, entity_id: str, data: dict, *, mid: str | None = None,

@@ -8,6 +8,7 @@ from app.domain import roles as r
 from app.domain.ids import new_id
 from app.extensions import db
 from app.models import ChangeLog, Conflict, EntityHistory, MutationResult, Patient, Visit
+from app.models.sealed import open_record
 
 pytestmark = pytest.mark.postgres
 
@@ -158,7 +159,8 @@ def test_signed_note_cannot_be_edited_only_amended(world, write, register):
     assert amend.status == "applied"
     history = db.session.execute(select(EntityHistory.record).where(
         EntityHistory.entity_id == note.entity_id).order_by(EntityHistory.version)).scalars().all()
-    assert history[-1]["text"] == "Seen." and history[-1]["addenda"][0]["text"] == "Add."
+    latest = open_record("note", history[-1])  # history keeps note text sealed
+    assert latest["text"] == "Seen." and latest["addenda"][0]["text"] == "Add."
 
 
 def test_appointment_slot_capacity(world, write, register, app):

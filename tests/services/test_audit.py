@@ -3,15 +3,18 @@ hash chain shows any edit, deletion or insertion, the database refuses changes, 
 the log cannot be written nothing is shown or changed."""
 from __future__ import annotations
 
+import base64
 
 import pytest
 import sqlalchemy as sa
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import delete, func, insert, select, update
 
+from app.crypto.audit_signing import CheckpointSigner
 from app.domain import roles as r
 from app.extensions import db
-from app.models import (AuditEvent, ChangeLog, EntityHistory, MutationResult, Note, Observation,
-                        Patient)
+from app.models import (AuditCheckpoint, AuditEvent, ChangeLog, EntityHistory, MutationResult,
+                        Note, Observation, Patient)
 from app.services import audit
 
 pytestmark = pytest.mark.postgres
@@ -248,3 +251,144 @@ def test_form_writes_nothing_when_it_cannot_be_recorded(app, world, patient_id, 
         assert not shows_patient(response.get_data(as_text=True))
     assert {model: count(model) for model in before} == before
 
+
+
+# --- Signed checkpoints ----------------------------------------------------------------------
+
+CHECKPOINTS = AuditCheckpoint.__table__
+
+
+def checkpoint_cli(app):
+    return app.test_cli_runner().invoke(args=["audit", "checkpoint"])
+
+
+def checkpoint_rows() -> list[dict]:
+    with db.engines["audit"].connect() as conn:
+        return [dict(r) for r in conn.execute(select(CHECKPOINTS).order_by(CHECKPOINTS.c.id))
+                .mappings()]
+
+
+def disable_checkpoint_triggers() -> None:
+    if db.engines["audit"].dialect.name == "postgresql":
+        on_audit_db("ALTER TABLE audit_checkpoint DISABLE TRIGGER USER")
+    else:
+        on_audit_db("DROP TRIGGER audit_checkpoint_no_update",
+                    "DROP TRIGGER audit_checkpoint_no_delete")
+
+
+def rewrite_consistently(rows: list[dict], target_id: int, **changes) -> None:
+    """What someone with write access to the table can do: change a row and recompute every
+    hash from there on, so the chain by itself still verifies."""
+    disable_triggers()
+    prev_hash = audit.GENESIS_HASH
+    statements = []
+    for row in rows:
+        if row["id"] == target_id:
+            row = {**row, **changes}
+        if row["id"] >= target_id:
+            row = {**row, "prev_hash": prev_hash}
+            row["hash"] = audit.chain_hash(prev_hash, row)
+            statements.append(update(EVENTS).where(EVENTS.c.id == row["id"]).values(
+                **{k: v for k, v in row.items() if k != "id"}))
+        prev_hash = row["hash"]
+    on_audit_db(*statements)
+
+
+def test_a_consistently_rewritten_chain_is_caught_by_its_signed_checkpoint(app, some_history):
+    signed = checkpoint_cli(app)
+    assert signed.exit_code == 0 and "Checkpoint 1: row" in signed.output, signed.output
+    last = some_history[-1]["id"]
+    rewrite_consistently(some_history, 2, username="someone.else")
+    assert audit._walk(5000, {}).ok  # the hash chain alone no longer sees it
+
+    result = verify_cli(app)
+    assert result.exit_code == 1
+    assert f"Audit chain broken at row {last}:" in result.output
+    assert f"does not match signed checkpoint 1: rows 1 to {last} were rewritten" in result.output
+
+
+def test_a_checkpoint_narrows_a_rewrite_down_to_the_rows_after_the_previous_one(
+        app, some_history, world, client_for, patient_id):
+    checkpoint_cli(app)
+    client_for(world.user(r.LAB, "A")).get(f"/patients/{patient_id}")
+    client_for(world.user(r.LAB, "A")).get(f"/patients/{patient_id}")
+    checkpoint_cli(app)
+    rows = audit_rows()
+    first_pin, second_pin = (c["event_id"] for c in checkpoint_rows())
+    rewrite_consistently(rows, first_pin + 2, outcome="denied")
+    report = audit.verify()
+    assert (report.ok, report.first_bad_id) == (False, second_pin)
+    assert f"rows {first_pin + 1} to {second_pin} were rewritten" in report.problem
+
+
+def test_a_forged_or_edited_checkpoint_signature_is_caught(app, some_history):
+    checkpoint_cli(app)
+    [real] = checkpoint_rows()
+    forged = {**real, "id": 2, "signature": real["signature"][:-4] + "AAA="}
+    on_audit_db(insert(CHECKPOINTS).values(**forged))
+    result = verify_cli(app)
+    assert result.exit_code == 1
+    assert "Audit checkpoint 2 is broken:" in result.output and "forged" in result.output
+
+
+def test_editing_a_checkpoint_to_match_a_rewritten_chain_breaks_its_signature(app, some_history):
+    checkpoint_cli(app)
+    rewrite_consistently(some_history, 1, action="nothing.happened")
+    disable_checkpoint_triggers()
+    on_audit_db(update(CHECKPOINTS).values(event_hash=audit_rows()[-1]["hash"]))
+    result = verify_cli(app)
+    assert result.exit_code == 1 and "Audit checkpoint 1 is broken:" in result.output
+
+
+def test_a_checkpoint_signed_by_an_unknown_key_is_caught(app, some_history):
+    stranger = CheckpointSigner(Ed25519PrivateKey.generate(), [])
+    last = some_history[-1]
+    row = {"id": 1, "event_id": last["id"], "event_hash": last["hash"], "at": last["at"],
+           "key_id": stranger.key_id}
+    row["signature"] = stranger.sign(audit.checkpoint_message(row))
+    on_audit_db(insert(CHECKPOINTS).values(**row))
+    result = verify_cli(app)
+    assert result.exit_code == 1
+    assert f"checkpoint 1 is signed by key {stranger.key_id}, which is not among" in result.output
+
+
+def test_checkpoints_of_a_retired_signing_key_verify_while_its_public_key_is_configured(
+        app, some_history, world, client_for, patient_id):
+    checkpoint_cli(app)
+    old_public = audit.signer()._public[audit.signer().key_id]
+    app.config["AUDIT_SIGNING_KEY"] = base64.b64encode(b"\x07" * 32).decode()
+    client_for(world.user(r.LAB, "A")).get(f"/patients/{patient_id}")
+    checkpoint_cli(app)
+    assert len({c["key_id"] for c in checkpoint_rows()}) == 2
+    assert verify_cli(app).exit_code == 1  # the old key is no longer known...
+    app.config["AUDIT_VERIFY_KEYS"] = base64.b64encode(old_public.public_bytes_raw()).decode()
+    result = verify_cli(app)
+    assert result.exit_code == 0 and "2 signed checkpoints match" in result.output  # ...now it is
+
+
+def test_rows_cut_off_the_end_after_a_checkpoint_are_caught(app, some_history):
+    checkpoint_cli(app)
+    last = some_history[-1]["id"]
+    disable_triggers()
+    on_audit_db(delete(EVENTS).where(EVENTS.c.id >= last - 1))
+    result = verify_cli(app)
+    assert result.exit_code == 1
+    assert f"Audit chain broken at row {last - 1}:" in result.output and "cut off" in result.output
+
+
+@pytest.mark.parametrize("app_overrides", [{"AUDIT_CHECKPOINT_EVERY": 3}])
+def test_appends_sign_a_checkpoint_every_n_events(app, some_history):
+    pins = [c["event_id"] for c in checkpoint_rows()]
+    assert pins and all(b - a >= 3 for a, b in zip(pins, pins[1:]))
+    assert pins[-1] > len(some_history) - 3
+    result = verify_cli(app)
+    assert result.exit_code == 0 and f"{len(pins)} signed checkpoints match" in result.output
+
+
+@pytest.mark.parametrize("change", [
+    update(CHECKPOINTS).values(event_hash="0" * 64), delete(CHECKPOINTS)], ids=["update", "delete"])
+def test_the_database_refuses_to_change_checkpoints(app, some_history, change):
+    checkpoint_cli(app)
+    with pytest.raises(sa.exc.DBAPIError, match="append-only"):
+        on_audit_db(change)
+    assert len(checkpoint_rows()) == 1

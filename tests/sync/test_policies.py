@@ -12,6 +12,7 @@ from sqlalchemy import select
 
 from app.extensions import db
 from app.models import Conflict, EntityHistory, MedicationRequest, Observation
+from app.models.sealed import open_fields, open_record
 from app.models.types import utcnow
 from tests.sync.builders import observe
 
@@ -28,7 +29,7 @@ def history(entity: str, entity_id: str, field: str) -> list:
     rows = db.session.execute(select(EntityHistory).where(
         EntityHistory.entity == entity, EntityHistory.entity_id == entity_id)
         .order_by(EntityHistory.version)).scalars()
-    return [row.record.get(field) for row in rows]
+    return [open_record(entity, row.record).get(field) for row in rows]  # stored sealed
 
 
 def open_conflicts() -> list[Conflict]:
@@ -104,7 +105,7 @@ def test_merge_fields_on_a_draft_note_edited_on_two_of_its_authors_devices(
     assert doctor.push()[0]["status"] == "conflict"
     assert history("note", note, "text") == ["Cough.", "Cough, three days."]
     conflict, = open_conflicts()
-    assert conflict.incoming_values == {"text": "Cough and fever."}
+    assert open_fields("note", note, conflict.incoming_values) == {"text": "Cough and fever."}
 
 
 def test_version_the_second_move_of_a_visit_is_a_conflict_with_the_servers_record(

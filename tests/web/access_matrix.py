@@ -47,9 +47,17 @@ MATRIX: dict[str, dict[str, str]] = {
     "auth.login_code_post": PUBLIC,
     "auth.login_setup_get": PUBLIC,
     "auth.login_setup_post": PUBLIC,
+    "auth.login_passkey_options_post": PUBLIC,
+    "auth.login_passkey_post": PUBLIC,
     # Signing out always ends on the sign-in page, signed in or not: that is its job.
     "auth.logout_post": {who: LOGIN for who in WHO},
     "auth.session_clinic_post": SIGNED_IN,
+
+    # A person's own account settings (their passkeys): every signed-in role.
+    "account.account_get": SIGNED_IN,
+    "account.account_passkeys_options_post": SIGNED_IN,
+    "account.account_passkeys_post": SIGNED_IN,
+    "account.account_passkeys_remove_post": SIGNED_IN,
 
     # Home sends each role to its own starting page.
     "worklist.home_get": SIGNED_IN,
@@ -102,12 +110,21 @@ MATRIX: dict[str, dict[str, str]] = {
     "admin.user_enable_post": _only(ADMINS),
     "admin.user_reset_mfa_post": _only(ADMINS),
     "admin.user_password_post": _only(ADMINS),
+    "admin.user_reset_passkeys_post": _only(ADMINS),
     "admin.user_memberships_post": _only(ADMINS),
     "admin.membership_delete_post": _only(ADMINS),
     "admin.clinics_get": _only(ADMINS),
     "admin.clinics_post": _only({r.ORG_ADMIN}),       # a clinic administrator cannot add clinics
     "admin.clinic_teams_post": _only(ADMINS),
     "admin.devices_get": _only(ADMINS),
+
+    # Break-glass: a clinician opens a patient of another clinic; the privacy officer reviews.
+    "break_glass.break_glass_get": _only({r.CLINICIAN}),
+    "break_glass.break_glass_post": _only({r.CLINICIAN}),
+    "break_glass.patient_break_glass_post": _only({r.CLINICIAN}),
+    "break_glass.admin_break_glass_get": _only({r.PRIVACY_OFFICER}),
+    "break_glass.admin_break_glass_grant_get": _only({r.PRIVACY_OFFICER}),
+    "break_glass.admin_break_glass_review_post": _only({r.PRIVACY_OFFICER}),
 
     # Sync API: devices of clinical staff. Anyone not signed in gets 401 (JSON), never a
     # redirect to a sign-in page a sync client cannot show.

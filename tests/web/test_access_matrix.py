@@ -21,7 +21,9 @@ from app.demo.signature import signature_data_url
 from app.domain import roles as r
 from app.domain.ids import new_id
 from app.extensions import db
-from app.models import Conflict, Membership, User
+from app.models import Conflict, Membership, Patient, User
+from app.models.types import utcnow
+from app.services import break_glass
 from tests.conftest import PASSWORD
 from tests.web.access_matrix import ANONYMOUS, DENIED, LOGIN, MATRIX, OK, UNAUTHENTICATED, WHO
 
@@ -100,6 +102,16 @@ class Records:
         return db.session.execute(select(Conflict.id).where(
             Conflict.entity_id == self.patient_id)).scalar_one()
 
+    @cached_property
+    def grant_id(self) -> str:
+        """Clinician B's emergency access to clinic A's patient, waiting for review."""
+        grant = break_glass.open_grant(
+            self.world.user(r.CLINICIAN, "B"), self.world.clinics["B"].id,
+            db.session.get(Patient, self.patient_id), "unconscious, checking allergies",
+            utcnow(), break_glass.Limits(minutes=60, review_hours=72))
+        db.session.commit()
+        return grant.id
+
     @property
     def station(self) -> str:
         return "registration"
@@ -170,6 +182,11 @@ def form_for(endpoint: str, records: Records, user: User) -> dict:
                                            "signer_relation": "self",
                                            "signature_png": signature_data_url()},
         "conflicts.conflict_resolve_post": {"choice": "server"},
+        "break_glass.patient_break_glass_post": {
+            "reason": "unconscious, checking allergies",
+            "code": pyotp.TOTP(user.totp_secret).now() if user.totp_secret else ""},
+        "break_glass.admin_break_glass_review_post": {"disposition": "justified",
+                                                      "note": "Seen in the emergency room."},
         "admin.users_post": {"username": unique("new.person"), "display_name": "New person",
                              "clinic_id": records.clinic_id, "role": r.LAB},
         "admin.user_memberships_post": {"clinic_id": records.clinic_id, "role": r.LAB},

@@ -5,6 +5,7 @@ import pytest
 
 from app import create_app
 from app.domain import roles as r
+from tests.services.test_field_encryption import PRODUCTION_KEYS
 
 
 def _directives(policy: str) -> dict[str, list[str]]:
@@ -41,6 +42,8 @@ def test_production_sends_hsts_and_a_host_only_secure_session_cookie(monkeypatch
     monkeypatch.setenv("SECRET_KEY", "x" * 40)
     monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path}/c.db")
     monkeypatch.setenv("AUDIT_DATABASE_URL", f"sqlite:///{tmp_path}/a.db")
+    for name, value in PRODUCTION_KEYS.items():
+        monkeypatch.setenv(name, value)
     app = create_app({"TESTING": True})
     assert app.config["SESSION_COOKIE_NAME"] == "__Host-session"
     assert app.config["SESSION_COOKIE_SECURE"] is True

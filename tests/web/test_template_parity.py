@@ -305,7 +305,8 @@ def _drive(pages: Pages, world, register, write, client_for) -> None:
     pages.get(client_for(world.user(r.CLINICIAN, "B")), "/conflicts")
 
     # Error pages: not found, not allowed, wrong method, bad request; and no clinic role.
-    pages.get(as_clinician, f"/patients/{new_id()}", status=404)
+    # (The chart's own 404 offers a clinician emergency access: a server-only page.)
+    pages.get(as_clinician, f"/patients/{new_id()}/history", status=404)
     pages.get(client_for(world.user(r.PRIVACY_OFFICER)), "/patients", status=403)
     pages.get(as_clinician, f"/patients/{pid}/identifiers", status=405)
     conflict_page = pages.get(as_clinician, "/conflicts").text

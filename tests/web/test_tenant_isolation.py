@@ -23,6 +23,7 @@ from app.models import (Appointment, ChangeLog, Clinic, Condition, Conflict, Con
                         Observation, Patient, PatientIdentifier, SyncClient, Team, User,
                         UserSession, Visit)
 from app.models.types import utcnow
+from app.services import break_glass
 
 pytestmark = pytest.mark.postgres
 
@@ -48,6 +49,10 @@ RECORD_PARAMS = {"patient_id", "visit_id", "condition_id", "note_id", "request_i
 # design (app/web/admin.py audit_get and devices_get: only other roles are limited to their
 # clinic), so clinic B's search terms in that log and its devices are not a leak for them.
 ORG_WIDE = {(r.ORG_ADMIN, "admin.audit_get"), (r.ORG_ADMIN, "admin.devices_get")}
+# Privacy officers review every emergency access of the organization (docs/decisions.md
+# "Break-glass"), so clinic B's grant, canary patient included, is theirs to see.
+ORG_WIDE |= {(r.PRIVACY_OFFICER, "break_glass.admin_break_glass_get"),
+             (r.PRIVACY_OFFICER, "break_glass.admin_break_glass_grant_get")}
 
 
 @pytest.fixture
@@ -124,6 +129,11 @@ def clinic_b(world, write, register, client_for) -> dict:
     assert staff_b.get(f"/patients?q={c['family_name']}").status_code == 200
     assert c["address_now"] in staff_b.get(f"/patients/{pid}").get_data(as_text=True)
 
+    # An emergency access to the canary patient, waiting for the privacy officer's review.
+    grant = break_glass.open_grant(world.user(r.CLINICIAN, "B"), world.clinics["B"].id,
+                                   db.session.get(Patient, pid), "canary emergency reason",
+                                   utcnow(), break_glass.Limits(60, 72))
+    db.session.commit()
     nurse_b = world.user(r.NURSE, "B")
     return {
         "patient_id": pid,
@@ -142,6 +152,7 @@ def clinic_b(world, write, register, client_for) -> dict:
             Membership.user_id == nurse_b.id)).scalar_one(),
         "clinic_id": world.clinics["B"].id,
         "team_id": team.id,
+        "grant_id": grant.id,
     }
 
 

@@ -9,6 +9,7 @@ from app.domain.ids import derived_id
 from app.domain.merge import merge_fields
 from app.extensions import db
 from app.models import Patient, PatientIdentifier
+from app.models.sealed import current_cipher
 from app.models.types import utcnow
 from app.services.handlers.registry import handles
 from app.services.results import Rejection
@@ -29,12 +30,15 @@ def check_birth_date(value: str) -> date:
 
 
 def check_identifier_free(system: str, value: str, patient_id: str | None) -> None:
+    # By blind index: national ids are sealed, and sealing is randomised.
     clash = db.session.execute(
         select(PatientIdentifier.patient_id).where(
-            PatientIdentifier.system == system, PatientIdentifier.value == value.strip(),
+            PatientIdentifier.system == system,
+            PatientIdentifier.value_index == current_cipher().blind_index(value),
             PatientIdentifier.active.is_(True))).first()
     if clash is not None and clash.patient_id != patient_id:
-        message = (f"The {system} {value} already belongs to another patient. "
+        # The value is not repeated: this answer is stored with the mutation's result.
+        message = (f"This {system} already belongs to another patient. "
                    "Search for that patient instead of adding it again.")
         raise Rejection("identifier_in_use", message, [{"field": "value", "message": message}])
 

@@ -1,0 +1,214 @@
+// @ts-check
+// Passkeys: signing in with one (sign-in page) and adding one (account page), through plain
+// WebAuthn. The server sends py_webauthn's JSON options (binary values as base64url) and
+// checks the answers; this file only converts between JSON and the browser's ArrayBuffers.
+// Listeners sit on the document, so buttons that htmx swaps in work without inline script.
+
+const PASSKEY_NOT_USED =
+  "The passkey was not used: it was cancelled, it timed out, or your device could not confirm " +
+  "that it is you. Nothing was changed. Try again, or use your password and code.";
+const SERVER_UNREACHABLE =
+  "The server could not be reached, so nothing was changed. Check the connection and try again.";
+const TOO_MANY = "Too many attempts in a short time. Nothing was changed. Wait a minute and try again.";
+
+/** @param {string} text base64url, no padding */
+function fromBase64url(text) {
+  const base64 = text.replace(/-/g, "+").replace(/_/g, "/");
+  const binary = atob(base64 + "=".repeat((4 - (base64.length % 4)) % 4));
+  return Uint8Array.from(binary, (c) => c.charCodeAt(0)).buffer;
+}
+
+/** @param {ArrayBuffer | ArrayBufferView | null} data */
+function toBase64url(data) {
+  if (!data) return null;
+  const bytes = data instanceof ArrayBuffer ? new Uint8Array(data)
+    : new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+  let binary = "";
+  bytes.forEach((b) => { binary += String.fromCharCode(b); });
+  return btoa(binary).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+}
+
+class ServerRefusal extends Error {}
+
+/**
+ * The CSRF token rendered with the element itself: after htmx swaps a page in (signing out,
+ * for one) the <meta> in <head> still holds the previous session's token.
+ * @param {Element} element
+ */
+function csrfTokenFor(element) {
+  const own = element.closest("[data-csrf]");
+  if (own) return own.getAttribute("data-csrf") || "";
+  const meta = document.querySelector('meta[name="csrf-token"]');
+  return meta ? meta.getAttribute("content") || "" : "";
+}
+
+/** POST JSON with the CSRF token; the server's JSON answer, or a ServerRefusal. */
+async function postJson(url, body, csrfToken) {
+  let response;
+  try {
+    response = await fetch(url, {
+      method: "POST",
+      credentials: "same-origin",
+      headers: { "Content-Type": "application/json", "Accept": "application/json",
+                 "X-CSRFToken": csrfToken },
+      body: JSON.stringify(body),
+    });
+  } catch {
+    throw new ServerRefusal(SERVER_UNREACHABLE);
+  }
+  if (response.status === 429) throw new ServerRefusal(TOO_MANY);
+  const answer = await response.json().catch(() => null);
+  if (!response.ok || !answer) {
+    throw new ServerRefusal((answer && answer.message) ||
+      `The server answered ${response.status}. Nothing was changed. Try again.`);
+  }
+  return answer;
+}
+
+/** The PRF extension asks the authenticator for a secret tied to this passkey and salt. */
+function prfExtension(saltBase64url) {
+  return saltBase64url ? { prf: { eval: { first: fromBase64url(saltBase64url) } } } : {};
+}
+
+/**
+ * Hand the passkey's PRF output to the service worker, which uses it to unlock this device's
+ * encrypted store. Only the worker receives it: it never goes to the server.
+ */
+function sendPrf(credential, userId) {
+  const results = credential.getClientExtensionResults();
+  const first = results && results.prf && results.prf.results && results.prf.results.first;
+  if (!first) return;
+  navigator.serviceWorker?.controller?.postMessage({
+    type: "passkey-prf", userId, credentialId: credential.id,
+    prf: first instanceof ArrayBuffer ? first : asArrayBuffer(first),
+  });
+}
+
+/** @param {ArrayBufferView} view */
+function asArrayBuffer(view) {
+  return view.buffer.slice(view.byteOffset, view.byteOffset + view.byteLength);
+}
+
+function showError(box, message) {
+  if (!box) return;
+  box.textContent = message;
+  box.hidden = false;
+}
+
+function messageFor(error) {
+  if (error instanceof ServerRefusal) return error.message;
+  if (error && error.name === "InvalidStateError") {
+    return "This device already holds a passkey for your account. Nothing was changed.";
+  }
+  return PASSKEY_NOT_USED;
+}
+
+async function signInWithPasskey(container, button) {
+  const errorBox = container.querySelector("[data-passkey-error]");
+  if (errorBox) errorBox.hidden = true;
+  if (!window.PublicKeyCredential) {
+    showError(errorBox, "This browser cannot use passkeys. Use your password and code.");
+    return;
+  }
+  const usernameField = /** @type {HTMLInputElement | null} */ (document.getElementById("username"));
+  button.disabled = true;
+  try {
+    const options = await postJson("/login/passkey/options", {
+      username: usernameField ? usernameField.value.trim() : "",
+      next: container.dataset.next || "",
+    }, csrfTokenFor(container));
+    const publicKey = options.publicKey;
+    const credential = /** @type {PublicKeyCredential} */ (await navigator.credentials.get({
+      publicKey: {
+        ...publicKey,
+        challenge: fromBase64url(publicKey.challenge),
+        allowCredentials: (publicKey.allowCredentials || []).map(
+          (c) => ({ ...c, id: fromBase64url(c.id) })),
+        extensions: prfExtension(options.prf_salt),
+      },
+    }));
+    const response = /** @type {AuthenticatorAssertionResponse} */ (credential.response);
+    const answer = await postJson("/login/passkey", {
+      credential: {
+        id: credential.id, rawId: toBase64url(credential.rawId), type: credential.type,
+        authenticatorAttachment: credential.authenticatorAttachment,
+        clientExtensionResults: {},
+        response: {
+          clientDataJSON: toBase64url(response.clientDataJSON),
+          authenticatorData: toBase64url(response.authenticatorData),
+          signature: toBase64url(response.signature),
+          userHandle: toBase64url(response.userHandle),
+        },
+      },
+    }, csrfTokenFor(container));
+    sendPrf(credential, answer.user_id);
+    window.location.assign(answer.redirect || "/");
+  } catch (error) {
+    showError(errorBox, messageFor(error));
+    button.disabled = false;
+  }
+}
+
+async function addPasskey(form) {
+  const errorBox = form.closest("section")?.querySelector("[data-passkey-error]");
+  if (errorBox) errorBox.hidden = true;
+  if (!window.PublicKeyCredential) {
+    showError(errorBox, "This browser cannot make passkeys. Nothing was changed.");
+    return;
+  }
+  const submit = form.querySelector("button[type=submit]");
+  if (submit) submit.disabled = true;
+  const data = new FormData(form);
+  try {
+    const options = await postJson("/account/passkeys/options", {
+      name: String(data.get("name") || ""), code: String(data.get("code") || ""),
+    }, csrfTokenFor(form));
+    const publicKey = options.publicKey;
+    const credential = /** @type {PublicKeyCredential} */ (await navigator.credentials.create({
+      publicKey: {
+        ...publicKey,
+        challenge: fromBase64url(publicKey.challenge),
+        user: { ...publicKey.user, id: fromBase64url(publicKey.user.id) },
+        excludeCredentials: (publicKey.excludeCredentials || []).map(
+          (c) => ({ ...c, id: fromBase64url(c.id) })),
+        extensions: prfExtension(options.prf_salt),
+      },
+    }));
+    const response = /** @type {AuthenticatorAttestationResponse} */ (credential.response);
+    const answer = await postJson("/account/passkeys", {
+      credential: {
+        id: credential.id, rawId: toBase64url(credential.rawId), type: credential.type,
+        authenticatorAttachment: credential.authenticatorAttachment,
+        clientExtensionResults: {},
+        response: {
+          clientDataJSON: toBase64url(response.clientDataJSON),
+          attestationObject: toBase64url(response.attestationObject),
+          transports: response.getTransports ? response.getTransports() : [],
+        },
+      },
+    }, csrfTokenFor(form));
+    // Some authenticators give the PRF output at creation already; others only at sign-in.
+    sendPrf(credential, answer.user_id);
+    window.location.assign(answer.redirect || "/account");
+  } catch (error) {
+    showError(errorBox, messageFor(error));
+    if (submit) submit.disabled = false;
+  }
+}
+
+document.addEventListener("click", (event) => {
+  const button = /** @type {Element} */ (event.target).closest?.("[data-passkey-sign-in-button]");
+  const container = button && button.closest("[data-passkey-sign-in]");
+  if (button && container) {
+    event.preventDefault();
+    signInWithPasskey(container, button);
+  }
+});
+
+document.addEventListener("submit", (event) => {
+  const form = /** @type {HTMLFormElement} */ (event.target);
+  if (form.matches && form.matches("form[data-passkey-register]")) {
+    event.preventDefault();
+    addPasskey(form);
+  }
+});
