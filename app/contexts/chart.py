@@ -9,7 +9,6 @@ from app.extensions import db
 from app.models import (Appointment, Clinic, Condition, Consent, EntityHistory, MedicationRequest,
                         Note, Observation, Patient, Visit)
 from app.contexts.common import allowed_types, patient_summary, user_names
-from app.models.sealed import open_record
 
 TREND_WIDTH, TREND_HEIGHT, TREND_POINTS = 120, 32, 12
 
@@ -57,7 +56,8 @@ def _history(patient: Patient) -> list[dict]:
     names = user_names({r.changed_by for r in rows})
     history, newer = [], None
     for row in rows:  # newest first: each entry says what changed from the version before it
-        record = open_record("patient", row.record)
+        # Only clear demographic fields are compared: the sealed identifiers stay sealed.
+        record = row.record
         history.append({"version": row.version, "changed_at": record.get("updated_at"),
                         "changed_by": names.get(row.changed_by, ""), "record": record,
                         "changes": []})

@@ -22,7 +22,7 @@ from flask import current_app
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
-from app.crypto.field_cipher import FieldCipher, Place, decode_key, key_id_of, parse_keys
+from app.crypto.field_cipher import FieldCipher, Place, decode_key, parse_keys
 
 NATIONAL_ID = "national-id"
 _PENDING = "_sealed_pending"  # plaintext set since the last flush, by attribute name
@@ -131,24 +131,21 @@ def positions(entity: str, row_id: str | None, values: dict) -> Iterator[tuple[d
                 yield from positions("note_addendum", item.get("id"), item)
 
 
-def seal_fields(entity: str, row_id: str | None, values: dict | None) -> dict | None:
+def _each_place(entity: str, row_id: str | None, values: dict | None, change) -> dict | None:
     if not values:
         return values
-    sealed = copy.deepcopy(values)
-    cipher = current_cipher()
-    for holder, key, place in positions(entity, row_id, sealed):
-        holder[key] = cipher.seal(holder[key], place)
-    return sealed
+    changed = copy.deepcopy(values)
+    for holder, key, place in positions(entity, row_id, changed):
+        holder[key] = change(holder[key], place)
+    return changed
+
+
+def seal_fields(entity: str, row_id: str | None, values: dict | None) -> dict | None:
+    return _each_place(entity, row_id, values, current_cipher().seal)
 
 
 def open_fields(entity: str, row_id: str | None, values: dict | None) -> dict | None:
-    if not values:
-        return values
-    opened = copy.deepcopy(values)
-    cipher = current_cipher()
-    for holder, key, place in positions(entity, row_id, opened):
-        holder[key] = cipher.open(holder[key], place)
-    return opened
+    return _each_place(entity, row_id, values, current_cipher().open)
 
 
 def seal_record(entity: str, record: dict) -> dict:
@@ -177,8 +174,3 @@ def _map_result(wire: dict, fn) -> dict:
         out["conflict"] = {**wire["conflict"],
                            "server": fn(entity, row_id, wire["conflict"].get("server"))}
     return out
-
-
-def key_ids_in(entity: str, row_id: str | None, values: dict | None) -> list[str | None]:
-    """The key id of each sealed place (None where plaintext sits), for status and rotation."""
-    return [key_id_of(holder[key]) for holder, key, _ in positions(entity, row_id, values or {})]

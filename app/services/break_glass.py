@@ -59,21 +59,14 @@ def check_reason(reason: str) -> str:
 
 
 def check_code(user: User, code: str) -> None:
-    """A fresh code of the user's own code app, used up by this check.
-
-    Wrong codes count towards the same pause as at sign-in: guessing a code here is the same
-    attack as guessing it there."""
-    if accounts.is_locked(user):
+    """A fresh code of the user's own code app, used up by this check."""
+    problem = accounts.use_fresh_code(user, code)
+    if problem == "locked":
         raise Refused({"code": "Too many wrong codes: your account is paused for a few minutes. "
                                "Try again later or ask an administrator."}, "locked")
-    step = (accounts.verify_totp(user.totp_secret, code, user.totp_last_step)
-            if user.totp_secret else None)
-    if step is None:
-        accounts.note_failure(user)
+    if problem:
         raise Refused({"code": "That code is not right or was already used. Wait for the next "
                                "code in your app and enter it."}, "bad_code")
-    user.totp_last_step = step
-    accounts.note_success(user)
 
 
 def patient_in_organization(patient_id: str, organization_id: str) -> Patient | None:

@@ -19,6 +19,8 @@ NEED_CODE = ("For your safety, changing your passkeys needs a recent sign-in. En
              "from your code app, or sign out and in again. Nothing was changed.")
 BAD_CODE = ("That code is not right or was already used. Nothing was changed. Wait for the "
             "next code and try again.")
+LOCKED = ("Too many wrong codes: your account is paused for a few minutes. Nothing was changed. "
+          "Try again later or ask an administrator.")
 
 
 def _recently_signed_in() -> bool:
@@ -35,16 +37,12 @@ def _confirm_recent(code: str) -> str | None:
     """
     if _recently_signed_in():
         return None
-    user = current_user.user
     if not code.strip():
         return NEED_CODE
-    step = accounts.verify_totp(user.totp_secret, code, user.totp_last_step) \
-        if user.totp_secret else None
-    if step is None:
-        accounts.note_failure(user)
-        return BAD_CODE
-    user.totp_last_step = step
-    return None
+    problem = accounts.use_fresh_code(current_user.user, code)
+    if problem == "locked":
+        return LOCKED
+    return BAD_CODE if problem else None
 
 
 def _page(error: str | None = None, status: int = 200):
@@ -66,10 +64,8 @@ def account_get():
 @bp.post("/account/passkeys/options")
 @login_required
 @limiter.limit(pk.passkey_limit)
-def account_passkeys_options_post():
-    rp = pk.relying_party()
-    if rp is None:
-        return pk.refusal(pk.NOT_SET_UP, status=409)
+@pk.with_relying_party
+def account_passkeys_options_post(rp):
     body = pk.json_body()
     if problem := _confirm_recent(str(body.get("code") or "")):
         db.session.commit()  # a used or failed code is remembered
@@ -85,10 +81,8 @@ def account_passkeys_options_post():
 @bp.post("/account/passkeys")
 @login_required
 @limiter.limit(pk.passkey_limit)
-def account_passkeys_post():
-    rp = pk.relying_party()
-    if rp is None:
-        return pk.refusal(pk.NOT_SET_UP, status=409)
+@pk.with_relying_party
+def account_passkeys_post(rp):
     user = current_user.user
     credential = pk.json_body().get("credential")
     challenge, kept = pk.take_remembered(passkeys.REGISTER, user.id)

@@ -291,24 +291,39 @@ def user_enable_post(user_id: str):
     return redirect(f"/admin/users/{user.id}", code=303)
 
 
+def _sign_in_reset(user_id: str, action: str, end_reason: str, reset, confirm):
+    """Change how someone signs in, then end everything signed in the old way; audited.
+    `reset(scope, user)` makes the change and returns (audit detail, result); `confirm(user,
+    result)` tells the administrator once it is committed."""
+    scope = _scope()
+    user = svc.get_user(scope, user_id)
+    try:
+        detail, result = reset(scope, user)
+    except svc.Invalid as exc:
+        _rejected(action, exc, _user_ref(user))
+        return _user_page(scope, user, exc.errors, status=422)
+    ended = _sign_out_everywhere(user, end_reason)
+    auditing.record(action, detail={**_user_ref(user), **detail, **ended})
+    db.session.commit()
+    confirm(user, result)
+    return redirect(f"/admin/users/{user.id}", code=303)
+
+
 @bp.post("/users/<user_id>/reset-mfa")
 @admin_required
 @_reset_limit
 @_refusals("admin.user.reset_mfa")
 def user_reset_mfa_post(user_id: str):
-    scope = _scope()
-    user = svc.get_user(scope, user_id)
-    try:
+    def reset(scope, user):
         svc.reset_mfa(scope, user)
-    except svc.Invalid as exc:
-        _rejected("admin.user.reset_mfa", exc, _user_ref(user))
-        return _user_page(scope, user, exc.errors, status=422)
-    ended = _sign_out_everywhere(user, "mfa_reset")
-    auditing.record("admin.user.reset_mfa", detail={**_user_ref(user), **ended})
-    db.session.commit()
-    flash(f"The code app for {user.display_name} was reset and they were signed out. At their "
-          "next sign-in they will be asked to set up a code app again.", "success")
-    return redirect(f"/admin/users/{user.id}", code=303)
+        # A passkey is a second factor too: left in place, it would skip the new code app.
+        return {"passkeys_removed": passkeys.remove_all_of(user.id)}, None
+
+    def confirm(user, _result):
+        flash(f"The code app and passkeys of {user.display_name} were reset and they were signed "
+              "out. At their next sign-in they will be asked to set up a code app again.",
+              "success")
+    return _sign_in_reset(user_id, "admin.user.reset_mfa", "mfa_reset", reset, confirm)
 
 
 @bp.post("/users/<user_id>/password")
@@ -316,20 +331,12 @@ def user_reset_mfa_post(user_id: str):
 @_reset_limit
 @_refusals("admin.user.password_reset")
 def user_password_post(user_id: str):
-    scope = _scope()
-    user = svc.get_user(scope, user_id)
-    try:
-        password = svc.reset_password(scope, user)
-    except svc.Invalid as exc:
-        _rejected("admin.user.password_reset", exc, _user_ref(user))
-        return _user_page(scope, user, exc.errors, status=422)
-    ended = _sign_out_everywhere(user, "password_reset")
-    auditing.record("admin.user.password_reset", detail={**_user_ref(user), **ended})
-    db.session.commit()
-    _show_once(user.id, password)
-    flash(f"{user.display_name} has a new temporary password and was signed out. Their old "
-          "password no longer works.", "success")
-    return redirect(f"/admin/users/{user.id}", code=303)
+    def confirm(user, password):
+        _show_once(user.id, password)
+        flash(f"{user.display_name} has a new temporary password and was signed out. Their old "
+              "password no longer works.", "success")
+    return _sign_in_reset(user_id, "admin.user.password_reset", "password_reset",
+                          lambda scope, user: ({}, svc.reset_password(scope, user)), confirm)
 
 
 @bp.post("/users/<user_id>/reset-passkeys")
@@ -337,22 +344,16 @@ def user_password_post(user_id: str):
 @_reset_limit
 @_refusals("admin.user.reset_passkeys")
 def user_reset_passkeys_post(user_id: str):
-    scope = _scope()
-    user = svc.get_user(scope, user_id)
-    try:
+    def reset(scope, user):
         svc.check_sign_in_reset(scope, user, "reset_passkeys")
-    except svc.Invalid as exc:
-        _rejected("admin.user.reset_passkeys", exc, _user_ref(user))
-        return _user_page(scope, user, exc.errors, status=422)
-    removed = passkeys.remove_all_of(user.id)
-    ended = _sign_out_everywhere(user, "passkeys_reset")
-    auditing.record("admin.user.reset_passkeys", detail={**_user_ref(user),
-                                                         "passkeys_removed": removed, **ended})
-    db.session.commit()
-    flash(f"All passkeys of {user.display_name} were removed ({removed}) and they were signed "
-          "out. They sign in with their password and code app, and can add new passkeys under "
-          "their account.", "success")
-    return redirect(f"/admin/users/{user.id}", code=303)
+        removed = passkeys.remove_all_of(user.id)
+        return {"passkeys_removed": removed}, removed
+
+    def confirm(user, removed):
+        flash(f"All passkeys of {user.display_name} were removed ({removed}) and they were "
+              "signed out. They sign in with their password and code app, and can add new "
+              "passkeys under their account.", "success")
+    return _sign_in_reset(user_id, "admin.user.reset_passkeys", "passkeys_reset", reset, confirm)
 
 
 @bp.post("/users/<user_id>/memberships")

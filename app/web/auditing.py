@@ -4,6 +4,7 @@ from __future__ import annotations
 from flask import g, request
 from flask_login import current_user
 
+from app.domain import roles as r
 from app.models.types import utcnow
 from app.services import audit
 from app.services import break_glass
@@ -12,17 +13,23 @@ from app.services import break_glass
 BREAK_GLASS_CACHE = "break_glass_grants"  # in g: this request's running grants of the user
 
 
+def running_grants() -> dict:
+    """{patient id: grant} the signed-in person holds now; looked up once per request, and
+    only for roles that can hold one, so other people's requests pay nothing for it."""
+    if not current_user.is_authenticated or not r.can_break_glass(current_user.roles):
+        return {}
+    grants = g.get(BREAK_GLASS_CACHE)
+    if grants is None:
+        grants = break_glass.active_grants(current_user.user.id, utcnow())
+        setattr(g, BREAK_GLASS_CACHE, grants)
+    return grants
+
+
 def _running_grant_id(patient_id: str | None) -> str | None:
     """The grant under which the signed-in person reaches this patient now, if any: every
     event of theirs about the patient in the window carries it (DESIGN.md §7)."""
-    if not patient_id or not current_user.is_authenticated:
-        return None
-    grants = g.get(BREAK_GLASS_CACHE)
-    if grants is None:
-        grants = {pid: grant.id for pid, grant in
-                  break_glass.active_grants(current_user.user.id, utcnow()).items()}
-        setattr(g, BREAK_GLASS_CACHE, grants)
-    return grants.get(patient_id)
+    grant = running_grants().get(patient_id) if patient_id else None
+    return grant.id if grant is not None else None
 
 
 def entry(action: str, outcome: str = "success", patient_id: str | None = None,

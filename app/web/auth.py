@@ -141,10 +141,8 @@ def login_setup_post():
 # A passkey with user verification is both factors at once: it replaces password and code.
 @bp.post("/login/passkey/options")
 @limiter.limit(pk.passkey_limit)
-def login_passkey_options_post():
-    rp = pk.relying_party()
-    if rp is None:
-        return pk.refusal(pk.NOT_SET_UP, status=409)
+@pk.with_relying_party
+def login_passkey_options_post(rp):
     body = pk.json_body()
     username = str(body.get("username") or "")[:80]
     salt = passkeys.prf_salt_for_username(username, current_app.config["SECRET_KEY"])
@@ -157,10 +155,8 @@ def login_passkey_options_post():
 
 @bp.post("/login/passkey")
 @limiter.limit(pk.passkey_limit)
-def login_passkey_post():
-    rp = pk.relying_party()
-    if rp is None:
-        return pk.refusal(pk.NOT_SET_UP, status=409)
+@pk.with_relying_party
+def login_passkey_post(rp):
     credential = pk.json_body().get("credential")
     challenge, kept = pk.take_remembered(passkeys.SIGN_IN, None)
     username = kept.get("username", "")

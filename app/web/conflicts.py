@@ -65,7 +65,8 @@ def conflict_resolve_post(conflict_id: str):
     choice = request.form.get("choice")
     chosen = {}
     if choice == "incoming" and conflict.mutation_type in RESOLVABLE:
-        chosen = {f: _values(conflict)[1].get(f) for f in conflict.fields}
+        incoming = _values(conflict)[1]
+        chosen = {f: incoming.get(f) for f in conflict.fields}
     elif choice == "edit" and conflict.mutation_type in RESOLVABLE:
         chosen = {f: (request.form.get(f"value_{f}") or "").strip() or None for f in conflict.fields}
     elif choice != "server":

@@ -2,6 +2,7 @@
 request, the challenge remembered in the session, the JSON they read and answer, limits."""
 from __future__ import annotations
 
+import functools
 from urllib.parse import urlsplit
 
 from flask import current_app, jsonify, request, session
@@ -34,6 +35,18 @@ def relying_party() -> RelyingParty | None:
     here = urlsplit(request.host_url)
     return RelyingParty(rp_id or here.hostname or "localhost",
                         (origin or f"{here.scheme}://{here.netloc}").rstrip("/"))
+
+
+def with_relying_party(view):
+    """The route gets the relying party as its first argument; while passkeys are not set up
+    on this server it answers 409 instead."""
+    @functools.wraps(view)
+    def wrapped(*args, **kwargs):
+        rp = relying_party()
+        if rp is None:
+            return refusal(NOT_SET_UP, status=409)
+        return view(rp, *args, **kwargs)
+    return wrapped
 
 
 def remember_challenge(purpose: str, challenge: bytes, user_id: str | None, **extra) -> None:

@@ -103,6 +103,21 @@ function messageFor(error) {
   return PASSKEY_NOT_USED;
 }
 
+/**
+ * The credential as the server reads it (py_webauthn's JSON). Extension results stay on the
+ * device: the PRF output is the key to its records and never goes to the server.
+ * @param {PublicKeyCredential} credential
+ * @param {Record<string, any>} fields what this ceremony's response adds
+ */
+function credentialJson(credential, fields) {
+  return {
+    id: credential.id, rawId: toBase64url(credential.rawId), type: credential.type,
+    authenticatorAttachment: credential.authenticatorAttachment,
+    clientExtensionResults: {},
+    response: { clientDataJSON: toBase64url(credential.response.clientDataJSON), ...fields },
+  };
+}
+
 async function signInWithPasskey(container, button) {
   const errorBox = container.querySelector("[data-passkey-error]");
   if (errorBox) errorBox.hidden = true;
@@ -129,17 +144,11 @@ async function signInWithPasskey(container, button) {
     }));
     const response = /** @type {AuthenticatorAssertionResponse} */ (credential.response);
     const answer = await postJson("/login/passkey", {
-      credential: {
-        id: credential.id, rawId: toBase64url(credential.rawId), type: credential.type,
-        authenticatorAttachment: credential.authenticatorAttachment,
-        clientExtensionResults: {},
-        response: {
-          clientDataJSON: toBase64url(response.clientDataJSON),
-          authenticatorData: toBase64url(response.authenticatorData),
-          signature: toBase64url(response.signature),
-          userHandle: toBase64url(response.userHandle),
-        },
-      },
+      credential: credentialJson(credential, {
+        authenticatorData: toBase64url(response.authenticatorData),
+        signature: toBase64url(response.signature),
+        userHandle: toBase64url(response.userHandle),
+      }),
     }, csrfTokenFor(container));
     sendPrf(credential, answer.user_id);
     window.location.assign(answer.redirect || "/");
@@ -176,16 +185,10 @@ async function addPasskey(form) {
     }));
     const response = /** @type {AuthenticatorAttestationResponse} */ (credential.response);
     const answer = await postJson("/account/passkeys", {
-      credential: {
-        id: credential.id, rawId: toBase64url(credential.rawId), type: credential.type,
-        authenticatorAttachment: credential.authenticatorAttachment,
-        clientExtensionResults: {},
-        response: {
-          clientDataJSON: toBase64url(response.clientDataJSON),
-          attestationObject: toBase64url(response.attestationObject),
-          transports: response.getTransports ? response.getTransports() : [],
-        },
-      },
+      credential: credentialJson(credential, {
+        attestationObject: toBase64url(response.attestationObject),
+        transports: response.getTransports ? response.getTransports() : [],
+      }),
     }, csrfTokenFor(form));
     // Some authenticators give the PRF output at creation already; others only at sign-in.
     sendPrf(credential, answer.user_id);

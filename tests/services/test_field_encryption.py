@@ -230,7 +230,15 @@ def test_the_search_audit_names_a_found_national_id_without_holding_it(
     client_for(world.user(r.NURSE)).get(f"/patients?q={NATIONAL_ID}")
     [search] = [e for e in audit_rows() if e["action"] == "patient.search"]
     assert search["patient_id"] is not None
-    assert search["detail"]["q"].startswith("[national-id ") and NATIONAL_ID not in str(search)
+    assert search["detail"]["q"].startswith("[id ") and NATIONAL_ID not in str(search)
+
+
+def test_a_mistyped_national_id_that_finds_no_one_is_not_kept_in_the_audit_log(
+        app, world, client_for):
+    client_for(world.user(r.NURSE)).get("/patients?q=Amina+" + NATIONAL_ID[::-1])
+    [search] = [e for e in audit_rows() if e["action"] == "patient.search"]
+    assert search["detail"]["q"].startswith("Amina [id ")
+    assert NATIONAL_ID[::-1] not in str(search)
 
 
 @pytest.mark.parametrize("missing", sorted(PRODUCTION_KEYS))
