@@ -69,6 +69,8 @@ def build_config(instance_path: str, overrides: dict | None = None) -> dict:
         "RATELIMIT_STORAGE_URI": env.get("RATELIMIT_STORAGE_URI", "memory://"),
         "RATELIMIT_HEADERS_ENABLED": True,
         "SIGN_IN_RATE_LIMIT": env.get("SIGN_IN_RATE_LIMIT", "20 per minute"),
+        # Opening a device's escrowed queue after its key was lost: rare, so kept tight.
+        "DEVICE_RECOVERY_RATE_LIMIT": env.get("DEVICE_RECOVERY_RATE_LIMIT", "10 per hour"),
         "ACCOUNT_LOCKOUT_FAILURES": int(env.get("ACCOUNT_LOCKOUT_FAILURES", "8")),
         "ACCOUNT_LOCKOUT_MINUTES": int(env.get("ACCOUNT_LOCKOUT_MINUTES", "15")),
         # Passkeys: empty means "from the request's host" in development and "passkeys off"

@@ -11,9 +11,11 @@ import hashlib
 
 from app.crypto.audit_signing import AuditKeyError, load_private_key, load_public_keys
 from app.crypto.field_cipher import FieldKeyError, decode_key, parse_keys
+from app.crypto.outbox_escrow import EscrowKeyError, escrow_keys
 
 DEVELOPMENT_KID = "dev"
-REQUIRED_IN_PRODUCTION = ("FIELD_ENCRYPTION_KEYS", "FIELD_BLIND_INDEX_KEY", "AUDIT_SIGNING_KEY")
+REQUIRED_IN_PRODUCTION = ("FIELD_ENCRYPTION_KEYS", "FIELD_BLIND_INDEX_KEY", "AUDIT_SIGNING_KEY",
+                          "OUTBOX_ESCROW_KEY")
 
 
 def _derived(secret: str, purpose: str) -> str:
@@ -25,8 +27,8 @@ def key_config(env, app_env: str, secret: str, error: type[Exception]) -> dict:
     if app_env == "production":
         missing = [name for name in REQUIRED_IN_PRODUCTION if not env.get(name)]
         if missing:
-            raise error(f"{', '.join(missing)} must be set in production: sensitive fields and "
-                        "audit checkpoints are not protected by keys derived from SECRET_KEY.")
+            raise error(f"{', '.join(missing)} must be set in production: sensitive fields, "
+                        "audit checkpoints and escrowed device queues are not protected by keys derived from SECRET_KEY.")
     config = {
         "FIELD_ENCRYPTION_KEYS": env.get("FIELD_ENCRYPTION_KEYS")
         or f"{DEVELOPMENT_KID}:{_derived(secret, 'field encryption key')}",
@@ -36,12 +38,17 @@ def key_config(env, app_env: str, secret: str, error: type[Exception]) -> dict:
         or _derived(secret, "audit signing key"),
         "AUDIT_VERIFY_KEYS": env.get("AUDIT_VERIFY_KEYS", ""),
         "AUDIT_CHECKPOINT_EVERY": int(env.get("AUDIT_CHECKPOINT_EVERY", "1000")),
+        # P-256: devices seal queued mutations to its public half (DESIGN.md §6). Old keys
+        # stay listed until no device can still hold an envelope sealed to them.
+        "OUTBOX_ESCROW_KEY": env.get("OUTBOX_ESCROW_KEY") or _derived(secret, "outbox escrow key"),
+        "OUTBOX_ESCROW_OLD_KEYS": env.get("OUTBOX_ESCROW_OLD_KEYS", ""),
     }
     try:  # a typo in a key should stop the start, not the first write of a patient
         parse_keys(config["FIELD_ENCRYPTION_KEYS"])
         decode_key(config["FIELD_BLIND_INDEX_KEY"], "FIELD_BLIND_INDEX_KEY")
         load_private_key(config["AUDIT_SIGNING_KEY"])
         load_public_keys(config["AUDIT_VERIFY_KEYS"])
-    except (FieldKeyError, AuditKeyError, ValueError) as exc:
+        escrow_keys(config)
+    except (FieldKeyError, AuditKeyError, EscrowKeyError, ValueError) as exc:
         raise error(str(exc)) from exc
     return config

@@ -18,10 +18,10 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterator
 
-from flask import current_app
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
+from app.crypto.configured import from_config
 from app.crypto.field_cipher import FieldCipher, Place, decode_key, parse_keys
 
 NATIONAL_ID = "national-id"
@@ -31,13 +31,9 @@ _OPENED = "_sealed_opened"  # attribute name -> (stored value, its plaintext)
 
 def current_cipher() -> FieldCipher:
     """The app's cipher, rebuilt when its configured keys change (as a test's do)."""
-    config = current_app.config
-    basis = (config["FIELD_ENCRYPTION_KEYS"], config["FIELD_BLIND_INDEX_KEY"])
-    cached = current_app.extensions.get("field_cipher")
-    if cached is None or cached[0] != basis:
-        cipher = FieldCipher(parse_keys(basis[0]), decode_key(basis[1], "FIELD_BLIND_INDEX_KEY"))
-        cached = current_app.extensions["field_cipher"] = (basis, cipher)
-    return cached[1]
+    return from_config("field_cipher", ("FIELD_ENCRYPTION_KEYS", "FIELD_BLIND_INDEX_KEY"),
+                       lambda keys, index_key: FieldCipher(
+                           parse_keys(keys), decode_key(index_key, "FIELD_BLIND_INDEX_KEY")))
 
 
 class SealedField:

@@ -20,6 +20,7 @@ from flask import current_app
 from sqlalchemy import func, insert, select, text
 
 from app.crypto.audit_signing import CheckpointSigner, load_private_key, load_public_keys
+from app.crypto.configured import from_config
 from app.extensions import db
 from app.models import AuditCheckpoint, AuditEvent
 from app.models.records import to_json_value
@@ -62,13 +63,9 @@ def _engine():
 
 
 def signer() -> CheckpointSigner:
-    config = current_app.config
-    basis = (config["AUDIT_SIGNING_KEY"], config["AUDIT_VERIFY_KEYS"])
-    cached = current_app.extensions.get("audit_signer")
-    if cached is None or cached[0] != basis:
-        built = CheckpointSigner(load_private_key(basis[0]), load_public_keys(basis[1]))
-        cached = current_app.extensions["audit_signer"] = (basis, built)
-    return cached[1]
+    return from_config("audit_signer", ("AUDIT_SIGNING_KEY", "AUDIT_VERIFY_KEYS"),
+                       lambda signing, verifying: CheckpointSigner(
+                           load_private_key(signing), load_public_keys(verifying)))
 
 
 def _take_turn(conn) -> None:

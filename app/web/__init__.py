@@ -12,7 +12,7 @@ from app.database import reset_write_intent, set_write_intent
 from app.extensions import db, htmx, login_manager
 from app.services.audit import AuditUnavailable
 from app.web import account, admin, auth, clinical, conflicts, offline, patients, security_headers, worklist
-from app.web import break_glass
+from app.web import break_glass, device_keys
 from app.web.filters import FILTERS
 from app.web.rendering import render
 from app.web.sessions import load
@@ -40,7 +40,7 @@ def register_web(app: Flask) -> None:
     for name, func in FILTERS.items():
         app.jinja_env.filters[name] = func
     for module in (auth, account, patients, clinical, worklist, conflicts, admin, offline,
-                   break_glass):
+                   break_glass, device_keys):
         app.register_blueprint(module.bp)
 
     security_headers.init_app(app)

@@ -18,6 +18,7 @@ from sqlalchemy import func, select
 from app.contexts.common import allowed_types
 from app.contexts.search import query_for_audit
 from app.domain import roles as r
+from app.crypto.outbox_escrow import current_escrow_keys
 from app.domain.ids import is_uuid
 from app.domain.mutations import IDENTIFIER_SYSTEMS, SEXES, schemas_for_browser
 from app.domain.stations import ACTIVE_STATIONS, STATION_LABELS, next_stations, STATIONS
@@ -144,6 +145,8 @@ def session_get():
         pull_page=current_app.config["SYNC_BROWSER_PULL_PAGE"],
         page_headers=page_headers(current_app.config["APP_ENV"] == "production"),
         server_time=to_json_value(utcnow()),
+        # Devices seal each queued change to this key too (DESIGN.md §6).
+        escrow_key=current_escrow_keys().public_jwk(),
         subset_estimate=_subset_estimate(request.args.get("client_id", "")) if clinical else 0,
     )
 

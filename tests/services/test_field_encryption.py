@@ -39,7 +39,7 @@ def _key(seed: int) -> str:
 
 
 PRODUCTION_KEYS = {"FIELD_ENCRYPTION_KEYS": f"k1:{_key(1)}", "FIELD_BLIND_INDEX_KEY": _key(2),
-                   "AUDIT_SIGNING_KEY": _key(3)}
+                   "AUDIT_SIGNING_KEY": _key(3), "OUTBOX_ESCROW_KEY": _key(4)}
 
 
 def register_by_form(client, national_id: str) -> str:
