@@ -95,6 +95,13 @@ def build_config(instance_path: str, overrides: dict | None = None) -> dict:
         # Records per pull the browser asks for: smaller pages save progress more often on a
         # poor link, larger ones finish a first sync in fewer round trips.
         "SYNC_BROWSER_PULL_PAGE": int(env.get("SYNC_BROWSER_PULL_PAGE", "500")),
+        # How long a device may be unlocked offline after its person's last full sign-in.
+        "DEVICE_OFFLINE_UNLOCK_HOURS": int(env.get("DEVICE_OFFLINE_UNLOCK_HOURS", "72")),
+        # PBKDF2-SHA256 rounds deriving the key that wraps a device's data key; raise as
+        # devices get faster (a new value applies at the person's next sign-in there).
+        "DEVICE_UNLOCK_ITERATIONS": max(600_000, int(env.get("DEVICE_UNLOCK_ITERATIONS", "600000"))),
+        # Wrong unlock secrets in a row before the device forgets the wrapped key.
+        "DEVICE_UNLOCK_MAX_FAILURES": int(env.get("DEVICE_UNLOCK_MAX_FAILURES", "5")),
         "SYNC_WINDOW_DAYS": int(env.get("SYNC_WINDOW_DAYS", "180")),
         # e.g. "observation=730,note=1825": how many days back each category goes to devices.
         **({"SYNC_HISTORY_DAYS": _days_per_category(env["SYNC_HISTORY_DAYS"])}
