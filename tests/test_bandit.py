@@ -1,6 +1,6 @@
 """bandit finds nothing in the server code that is not justified where it stands.
 
-A finding is fixed, or marked `# nosec BXXX: why` on its line: the test id keeps the mark
+A finding is fixed, or marked `# nosec B<test id>: why` on its line: the test id keeps the mark
 from hiding any other finding on that line, and the reason tells the next reader why it is
 safe. A bare `# nosec` fails here even though bandit would accept it.
 """
@@ -25,7 +25,7 @@ def test_bandit_reports_nothing_unjustified():
     assert report["errors"] == [], report["errors"]
     findings = [f"{i['filename']}:{i['line_number']} {i['test_id']} {i['issue_text']}"
                 for i in report["results"]]
-    assert findings == [], "fix these, or justify each with '# nosec BXXX: why':\n" + \
+    assert findings == [], "fix these, or justify each with '# nosec B<test id>: why':\n" + \
         "\n".join(findings)
 
 

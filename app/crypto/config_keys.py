@@ -48,7 +48,7 @@ def key_config(env, app_env: str, secret: str, error: type[Exception]) -> dict:
         decode_key(config["FIELD_BLIND_INDEX_KEY"], "FIELD_BLIND_INDEX_KEY")
         load_private_key(config["AUDIT_SIGNING_KEY"])
         load_public_keys(config["AUDIT_VERIFY_KEYS"])
-        escrow_keys(config)
+        escrow_keys(config["OUTBOX_ESCROW_KEY"], config["OUTBOX_ESCROW_OLD_KEYS"])
     except (FieldKeyError, AuditKeyError, EscrowKeyError, ValueError) as exc:
         raise error(str(exc)) from exc
     return config

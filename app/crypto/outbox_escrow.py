@@ -102,14 +102,14 @@ class EscrowKeys:
         """The mutation's {data, base} from `envelope` ({kid, epk, iv, ct}, base64url)."""
         try:
             kid, epk, iv, ct = (envelope[k] for k in ("kid", "epk", "iv", "ct"))
-            device_half = ec.EllipticCurvePublicKey.from_encoded_point(CURVE, _b64(epk))
-            iv_bytes, sealed = _b64(iv), _b64(ct)
+            epk_bytes, iv_bytes, sealed = _b64(epk), _b64(iv), _b64(ct)
+            device_half = ec.EllipticCurvePublicKey.from_encoded_point(CURVE, epk_bytes)
         except (KeyError, TypeError, ValueError, binascii.Error) as exc:
             raise EnvelopeError("not a sealed mutation") from exc
         if len(iv_bytes) != IV_BYTES:
             raise EnvelopeError("not a sealed mutation")
         shared = self._by_id(str(kid)).exchange(ec.ECDH(), device_half)
-        aes = HKDF(algorithm=hashes.SHA256(), length=32, salt=_b64(epk), info=HKDF_INFO).derive(shared)
+        aes = HKDF(algorithm=hashes.SHA256(), length=32, salt=epk_bytes, info=HKDF_INFO).derive(shared)
         try:
             plain = AESGCM(aes).decrypt(iv_bytes, sealed, associated_data(author_id, mid))
         except InvalidTag as exc:
@@ -120,13 +120,11 @@ class EscrowKeys:
         return said
 
 
-def escrow_keys(config) -> EscrowKeys:
-    older = tuple(load_private_key(part, "OUTBOX_ESCROW_OLD_KEYS entry")
-                  for part in config.get("OUTBOX_ESCROW_OLD_KEYS", "").split(",") if part.strip())
-    return EscrowKeys(load_private_key(config["OUTBOX_ESCROW_KEY"]), older)
+def escrow_keys(current: str, older: str = "") -> EscrowKeys:
+    """OUTBOX_ESCROW_KEY and the comma-separated OUTBOX_ESCROW_OLD_KEYS (base64 only)."""
+    return EscrowKeys(load_private_key(current), tuple(
+        load_private_key(part, "OUTBOX_ESCROW_OLD_KEYS entry") for part in older.split(",") if part.strip()))
 
 
 def current_escrow_keys() -> EscrowKeys:
-    return from_config("outbox_escrow", ("OUTBOX_ESCROW_KEY", "OUTBOX_ESCROW_OLD_KEYS"),
-                       lambda current, older: escrow_keys(
-                           {"OUTBOX_ESCROW_KEY": current, "OUTBOX_ESCROW_OLD_KEYS": older}))
+    return from_config("outbox_escrow", ("OUTBOX_ESCROW_KEY", "OUTBOX_ESCROW_OLD_KEYS"), escrow_keys)

@@ -47,14 +47,14 @@ def outbox_recovery_post():
     under its new key and sends them the ordinary way, in their original order."""
     body = request.get_json(silent=True)
     parts = body.get("parts") if isinstance(body, dict) else None
+    if isinstance(parts, list) and len(parts) > RECOVERY_PARTS_MAX:
+        return jsonify(error="too_many", message=f"Send at most {RECOVERY_PARTS_MAX} changes "
+                       "at a time. Nothing was opened."), 413
     if not isinstance(parts, list) or not parts or not all(
             isinstance(p, dict) and is_uuid(p.get("mid")) and isinstance(p.get("escrow"), dict)
             for p in parts):
         return jsonify(error="invalid", message="Send the escrowed changes as a list of "
                        "{mid, escrow}. Nothing was opened."), 400
-    if len(parts) > RECOVERY_PARTS_MAX:
-        return jsonify(error="too_many", message=f"Send at most {RECOVERY_PARTS_MAX} changes "
-                       "at a time. Nothing was opened."), 413
     keys, author = current_escrow_keys(), str(current_user.user.id)
     opened, refused = {}, []
     for part in parts:

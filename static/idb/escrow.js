@@ -56,12 +56,6 @@ export function attachEscrow(db, author, serverKey) {
 }
 
 /**
- * @param {object} db
- * @returns {boolean} whether mutations queued in `db` are sealed to the server
- */
-export const escrowsToServer = (db) => escrows.has(db);
-
-/**
  * The envelope of what one mutation says, for the server; null when no server key is known.
  * @param {object} db
  * @param {string} mid
