@@ -69,6 +69,8 @@ def build_config(instance_path: str, overrides: dict | None = None) -> dict:
         "RATELIMIT_STORAGE_URI": env.get("RATELIMIT_STORAGE_URI", "memory://"),
         "RATELIMIT_HEADERS_ENABLED": True,
         "SIGN_IN_RATE_LIMIT": env.get("SIGN_IN_RATE_LIMIT", "20 per minute"),
+        # Checks of the password a device is about to lock records under, per person.
+        "DEVICE_SECRET_RATE_LIMIT": env.get("DEVICE_SECRET_RATE_LIMIT", "10 per 10 minutes"),
         # Opening a device's escrowed queue after its key was lost: rare, so kept tight.
         "DEVICE_RECOVERY_RATE_LIMIT": env.get("DEVICE_RECOVERY_RATE_LIMIT", "10 per hour"),
         "ACCOUNT_LOCKOUT_FAILURES": int(env.get("ACCOUNT_LOCKOUT_FAILURES", "8")),

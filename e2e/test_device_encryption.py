@@ -3,6 +3,7 @@ offline only with the person's password, and a limit on wrong guesses."""
 from __future__ import annotations
 
 import secrets
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -38,12 +39,27 @@ def _first_page(context):
     return context.pages[0] if context.pages else context.new_page()
 
 
+@contextmanager
+def _tablet(browser, profile: Path, state: dict | None):
+    """The installed app on a tablet whose profile lives in `profile`; closing it is a
+    restart."""
+    context = launch_profile(browser, profile, state)
+    try:
+        yield context, _first_page(context)
+    finally:
+        context.close()
+
+
+def _ready(page, live_server, user) -> None:
+    page.goto(live_server.url + "/")
+    unlock_when_asked(page, user)
+    wait_until_ready(page)
+
+
 def test_the_scan_finds_a_name_kept_in_the_clear(browser, live_server, tmp_path):
     # The check below is only worth something if a name written the ordinary way is found.
     canary = _canary()
-    context = launch_profile(browser, tmp_path / "plain")
-    try:
-        page = _first_page(context)
+    with _tablet(browser, tmp_path / "plain", None) as (_, page):
         page.goto(live_server.url + "/login")
         page.evaluate("""async (name) => {
           const open = indexedDB.open("plain-check", 1);
@@ -54,8 +70,6 @@ def test_the_scan_finds_a_name_kept_in_the_clear(browser, live_server, tmp_path)
           await new Promise((ok) => { tx.oncomplete = ok; });
           db.close();
         }""", canary)
-    finally:
-        context.close()
     assert _traces(tmp_path / "plain", canary)
 
 
@@ -65,18 +79,12 @@ def test_a_patient_registered_offline_leaves_no_readable_trace_in_the_profile(br
     state = signed_in_state(browser, live_server, user)
     profile = tmp_path / "tablet"
     canary = _canary()
-    context = launch_profile(browser, profile, state)
-    try:
-        page = _first_page(context)
-        page.goto(live_server.url + "/")
-        unlock_when_asked(page, user)
-        wait_until_ready(page)
+    with _tablet(browser, profile, state) as (context, page):
+        _ready(page, live_server, user)
         go_offline(context)
         patient_id = register(page, live_server, "Amina", canary, phone="0700 123 456")
         open_from_device(page, f"{live_server.url}/patients/{patient_id}")
         assert canary in page.content()  # the person sees it; the disk must not
-    finally:
-        context.close()
     found = _traces(profile, canary)
     assert found == [], found
 
@@ -85,20 +93,12 @@ def test_after_a_restart_the_records_open_only_with_the_password(browser, live_s
     user = live_server.user("registration_clerk", RIVERSIDE)
     state = signed_in_state(browser, live_server, user)
     profile = tmp_path / "tablet"
-    context = launch_profile(browser, profile, state)
-    try:
-        page = _first_page(context)
-        page.goto(live_server.url + "/")
-        unlock_when_asked(page, user)
-        wait_until_ready(page)
-    finally:
-        context.close()
+    with _tablet(browser, profile, state) as (_, page):
+        _ready(page, live_server, user)
 
     # A restart loses the key; offline, the device asks for the password and counts misses.
-    context = launch_profile(browser, profile, state)
-    try:
+    with _tablet(browser, profile, state) as (context, page):
         go_offline(context)
-        page = _first_page(context)
         page.goto(live_server.url + "/patients")
         assert "/device/unlock" in page.url
         assert page.locator("h1").inner_text() == "Unlock this device"
@@ -113,8 +113,6 @@ def test_after_a_restart_the_records_open_only_with_the_password(browser, live_s
         page.click("#unlock button[type=submit]")
         page.wait_for_url(lambda url: url.endswith("/patients"))
         open_from_device(page, live_server.url + "/patients")
-    finally:
-        context.close()
 
 
 def test_too_many_wrong_passwords_remove_the_key_but_the_queue_still_reaches_the_server(
@@ -123,21 +121,13 @@ def test_too_many_wrong_passwords_remove_the_key_but_the_queue_still_reaches_the
     state = signed_in_state(browser, live_server, user)
     profile = tmp_path / "tablet"
     family = _canary()
-    context = launch_profile(browser, profile, state)
-    try:
-        page = _first_page(context)
-        page.goto(live_server.url + "/")
-        unlock_when_asked(page, user)
-        wait_until_ready(page)
+    with _tablet(browser, profile, state) as (context, page):
+        _ready(page, live_server, user)
         go_offline(context)
         patient_id = register(page, live_server, "Amina", family)
-    finally:
-        context.close()
 
-    context = launch_profile(browser, profile, state)
-    try:
+    with _tablet(browser, profile, state) as (context, page):
         go_offline(context)
-        page = _first_page(context)
         page.goto(live_server.url + "/patients")
         for _ in range(5):
             page.fill("#unlock-password", "wrong guess")
@@ -181,5 +171,3 @@ def test_too_many_wrong_passwords_remove_the_key_but_the_queue_still_reaches_the
         assert recovered is not None and '"opened": 1' in recovered["detail"]
         open_from_device(page, f"{live_server.url}/patients/{patient_id}")
         assert family in page.content()
-    finally:
-        context.close()

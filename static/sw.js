@@ -429,6 +429,9 @@ async function setUpLock(session, password, next, show) {
     return show("Setting up this device needs a connection to the server, and there is none just now. Nothing was changed. Try again when the device is connected.", 503);
   }
   if (reply.status === 422 && reply.body.error === "wrong_password") return show(reply.body.message, 403);
+  if (reply.status === 429) {
+    return show("The password was checked too many times in a short while. Nothing was changed. Wait ten minutes and try again.", 429);
+  }
   if (reply.status !== 204) {
     return show(`The server could not check the password just now (${reply.status}). Nothing was changed. Try again in a moment.`, 503);
   }
