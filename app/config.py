@@ -69,6 +69,8 @@ def build_config(instance_path: str, overrides: dict | None = None) -> dict:
         "RATELIMIT_STORAGE_URI": env.get("RATELIMIT_STORAGE_URI", "memory://"),
         "RATELIMIT_HEADERS_ENABLED": True,
         "SIGN_IN_RATE_LIMIT": env.get("SIGN_IN_RATE_LIMIT", "20 per minute"),
+        # Checks of the password a device is about to lock records under, per person.
+        "DEVICE_SECRET_RATE_LIMIT": env.get("DEVICE_SECRET_RATE_LIMIT", "10 per 10 minutes"),
         # Opening a device's escrowed queue after its key was lost: rare, so kept tight.
         "DEVICE_RECOVERY_RATE_LIMIT": env.get("DEVICE_RECOVERY_RATE_LIMIT", "10 per hour"),
         "ACCOUNT_LOCKOUT_FAILURES": int(env.get("ACCOUNT_LOCKOUT_FAILURES", "8")),
@@ -95,6 +97,13 @@ def build_config(instance_path: str, overrides: dict | None = None) -> dict:
         # Records per pull the browser asks for: smaller pages save progress more often on a
         # poor link, larger ones finish a first sync in fewer round trips.
         "SYNC_BROWSER_PULL_PAGE": int(env.get("SYNC_BROWSER_PULL_PAGE", "500")),
+        # How long a device may be unlocked offline after its person's last full sign-in.
+        "DEVICE_OFFLINE_UNLOCK_HOURS": int(env.get("DEVICE_OFFLINE_UNLOCK_HOURS", "72")),
+        # PBKDF2-SHA256 rounds deriving the key that wraps a device's data key; raise as
+        # devices get faster (a new value applies at the person's next sign-in there).
+        "DEVICE_UNLOCK_ITERATIONS": max(600_000, int(env.get("DEVICE_UNLOCK_ITERATIONS", "600000"))),
+        # Wrong unlock secrets in a row before the device forgets the wrapped key.
+        "DEVICE_UNLOCK_MAX_FAILURES": int(env.get("DEVICE_UNLOCK_MAX_FAILURES", "5")),
         "SYNC_WINDOW_DAYS": int(env.get("SYNC_WINDOW_DAYS", "180")),
         # e.g. "observation=730,note=1825": how many days back each category goes to devices.
         **({"SYNC_HISTORY_DAYS": _days_per_category(env["SYNC_HISTORY_DAYS"])}

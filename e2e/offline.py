@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import secrets
 import time
+from urllib.parse import quote, urlsplit
 
 from playwright.sync_api import expect
 
@@ -29,8 +30,27 @@ def device(new_context, live_server, user: dict, **context_args):
     else:
         sign_in(page, live_server, user)
         _states[user["username"]] = context.storage_state()
-    wait_until_ready(page)
+    wait_until_ready(page, user)
     return context, page
+
+
+def unlock_when_asked(page, user: dict, timeout_ms: int = READY_TIMEOUT_MS) -> None:
+    """Give the person's password if this device asks for it: to set it up (their records
+    are kept encrypted under it) or to unlock it. Nothing happens if it is open already."""
+    page.wait_for_function("() => navigator.serviceWorker.controller !== null", timeout=timeout_ms)
+    deadline = time.monotonic() + timeout_ms / 1000
+    while "/device/unlock" not in page.url:
+        if page.evaluate("() => document.documentElement.dataset.offlineReady === 'yes'"):
+            return
+        assert time.monotonic() < deadline, "the device neither asked for a password nor got ready"
+        here = urlsplit(page.url)
+        page.goto(f"{here.scheme}://{here.netloc}/device/unlock?next="
+                  + quote(here.path + (f"?{here.query}" if here.query else ""), safe=""))
+        if "/device/unlock" not in page.url:
+            return  # the worker sent the page back: this person's records are open
+    page.fill("#unlock-password", user["password"])
+    page.click("#unlock button[type=submit]")
+    page.wait_for_url(lambda url: "/device/unlock" not in url, timeout=timeout_ms)
 
 
 def remember_sign_in(context, user: dict) -> None:
@@ -38,8 +58,11 @@ def remember_sign_in(context, user: dict) -> None:
     _states[user["username"]] = context.storage_state()
 
 
-def wait_until_ready(page) -> None:
-    """The worker controls the page and the device holds its subset: it works offline now."""
+def wait_until_ready(page, user: dict | None = None) -> None:
+    """The worker controls the page and the device holds its subset: it works offline now.
+    With `user`, their password is given first if the device asks for it."""
+    if user is not None:
+        unlock_when_asked(page, user)
     # Functions, not expressions: an expression would be compiled in the page, which its
     # Content-Security-Policy forbids.
     page.wait_for_function("() => navigator.serviceWorker.controller !== null", timeout=READY_TIMEOUT_MS)

@@ -7,6 +7,7 @@ The page is served by a small static server on 127.0.0.1: module scripts need ht
 
 from __future__ import annotations
 
+import base64
 import posixpath
 import threading
 import uuid
@@ -18,6 +19,7 @@ from urllib.parse import unquote, urlsplit
 import jsonschema
 import pytest
 
+from app.crypto.outbox_escrow import EscrowKeys, load_private_key
 from app.domain.mutations import ENVELOPE_SCHEMA, schemas_for_browser
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -86,7 +88,7 @@ def run(page, body: str, arg=None):
     """Run `body` as an async function with `db` open on the test user's store, `arg`
     passed in and `P` the mutation policies; returns what the body returns."""
     script = ("async (arg) => { const db = await openStore(%r);\n"
-              "try {\n%s\n} finally { db.close(); } }") % (USER, body)
+              "try { return await (async () => {\n%s\n})(); } finally { db.close(); } }") % (USER, body)
     return page.evaluate(script, arg)
 
 
@@ -167,7 +169,7 @@ def test_a_new_database_is_created_with_every_store_and_starting_positions(page)
                 meta: await allMeta(db)};
     """)
     assert shape["name"] == f"clinic-record:{USER}"
-    assert shape["version"] == shape["expected"] == 1
+    assert shape["version"] == shape["expected"] == 2
     assert shape["stores"] == {
         "meta": {"keyPath": None, "indexes": {}},
         "outbox": {"keyPath": "mid", "indexes": {"order": {"keyPath": "order", "unique": True}}},
@@ -545,16 +547,16 @@ def test_settle_is_all_or_nothing(page):
     enqueue(page, [observation(new_id()), observation(new_id())])
     seal(page)
     one, two = pending(page)
-    # The second answer's record cannot be stored (functions do not clone): as if the
+    # The second answer's row cannot be stored (an object is no IndexedDB key): as if the
     # tab died half-way, the first answer must not be settled either.
     error = run(page, """
         const [one, two] = arg;
-        const answer = (e, record) => ({mid: e.mid, seq: e.seq, status: "applied",
-            entity: e.entity, entity_id: e.entity_id, version: 1, record});
-        try { await settle(db, [answer(one, {ok: 1}), answer(two, {f: () => 1})], "r"); }
+        const answer = (e, record, id = e.entity_id) => ({mid: e.mid, seq: e.seq,
+            status: "applied", entity: e.entity, entity_id: id, version: 1, record});
+        try { await settle(db, [answer(one, {ok: 1}), answer(two, {ok: 2}, {})], "r"); }
         catch (e) { return e.name; }
     """, [one, two])
-    assert error == "DataCloneError"
+    assert error == "DataError"
     assert [e["mid"] for e in pending(page)] == [one["mid"], two["mid"]]
     assert meta(page)["acked_seq"] == 0
     assert run(page, "return db.count('sent');") == 0
@@ -775,3 +777,121 @@ def test_discard_removes_and_returns_the_entry_oldest_listed_first(page):
     assert run(page, "return discard(db, arg);", first["mid"]) is None
     assert [q["mid"] for q in run(page, "return listQuarantine(db);")] == [second["mid"]]
     assert pending(page) == []
+
+
+# Encryption at rest -----------------------------------------------------------------------------
+
+CANARY = "Zebulon-Canary-4417"
+
+RAW_TEXT = """
+    // Everything IndexedDB holds for this person, as text: strings as they are, bytes as
+    // Latin-1, so a name kept in the clear anywhere would show up.
+    const texts = [];
+    const walk = (v) => {
+      if (typeof v === "string") texts.push(v);
+      else if (v instanceof Uint8Array || v instanceof ArrayBuffer) {
+        texts.push(new TextDecoder("latin1").decode(v));
+      } else if (v && typeof v === "object") Object.values(v).forEach(walk);
+    };
+    for (const name of db.objectStoreNames) walk(await db.getAll(name));
+    return texts.join("\\n");
+"""
+
+
+def test_names_values_and_refusals_are_stored_encrypted(page):
+    patient = new_id()
+    queued = enqueue(page, [register(patient, family_name=CANARY)])
+    assert queued[0]["data"]["family_name"] == CANARY  # the app reads it back as it was
+    seal(page)
+    [entry] = pending(page)
+    settle(page, [answer(entry, "rejected", error={"message": f"{CANARY} is not allowed"})])
+    run(page, "await applyChanges(db, [arg]);",
+        {"entity": "patient", "id": new_id(), "version": 1, "record": {"family_name": CANARY}})
+    enqueue(page, [update(patient, {"phone": "0700 000 001"}, base={"phone": CANARY})])
+
+    assert CANARY not in run(page, RAW_TEXT)
+    [held] = run(page, "return listQuarantine(db);")
+    assert held["mutation"]["data"]["family_name"] == CANARY
+    assert held["error"]["message"].startswith(CANARY)
+    assert run(page, "return (await pending(db))[0].base;") == {"phone": CANARY}
+
+
+def test_a_record_moved_to_another_row_or_read_with_another_key_does_not_open(page):
+    first, second = new_id(), new_id()
+    run(page, "await applyChanges(db, arg);",
+        [{"entity": "patient", "id": pid, "version": 1, "record": {"id": pid, "family_name": CANARY}}
+         for pid in (first, second)])
+    moved = run(page, """
+        const [first, second] = arg;
+        const a = await db.get("rows", ["patient", first]);
+        const b = await db.get("rows", ["patient", second]);
+        await db.put("rows", {...b, secret: a.secret});
+        try { await getRecord(db, "patient", second); return "opened"; }
+        catch (e) { return e.name; }
+    """, [first, second])
+    assert moved == "OperationError"
+    other_key = page.evaluate("""async (id) => {
+        const key = await importDataKey(new Uint8Array(32).fill(9));
+        const db = await openStore(%r, key);
+        try { await getRecord(db, "patient", id); return "opened"; }
+        catch (e) { return e.name; } finally { db.close(); }
+    }""" % USER, first)
+    assert other_key == "OperationError"
+
+
+def test_a_store_without_its_key_refuses_to_read_or_queue(page):
+    patient = new_id()
+    enqueue(page, [register(patient, family_name=CANARY)])
+    run(page, "await applyChanges(db, [arg]);",
+        {"entity": "patient", "id": patient, "version": 1, "record": {"family_name": CANARY}})
+    locked = page.evaluate("""async (arg) => {
+        const db = await stores.db.openStore(%r, null);
+        const refusal = (work) => work.then(() => "done", (e) => e.name);
+        try {
+          return { read: await refusal(getRecord(db, "patient", arg.patient)),
+                   queue: await refusal(enqueue(db, [arg.change], P)),
+                   pending: await refusal(pending(db)),
+                   waiting: await db.count("outbox") };
+        } finally { db.close(); }
+    }""" % USER, {"patient": patient, "change": update(patient, {"phone": "0700 000 003"})})
+    assert locked == {"read": "LockedError", "queue": "LockedError", "pending": "LockedError",
+                      "waiting": 1}
+
+
+def test_a_store_whose_key_is_lost_gets_its_queue_back_from_the_escrow(page):
+    server = EscrowKeys(load_private_key(base64.b64encode(bytes([7]) * 32).decode()))
+    patient, record = new_id(), new_id()
+    run(page, "attachEscrow(db, %r, arg.key); await enqueue(db, arg.first, P); await seal(db);"
+              "attachEscrow(db, %r, arg.key); await enqueue(db, arg.later, P);" % (USER, USER),
+        {"key": server.public_jwk(),
+         "first": [register(patient, family_name=CANARY)],
+         "later": [update(patient, {"phone": "0700 000 002"}, base={"phone": None}),
+                   update(patient, {"address": CANARY}, base={"address": "Old Road"})]})
+    sealed, still_open = pending(page)
+    settle(page, [answer(sealed, "rejected", error={"message": "Duplicate of another patient"})])
+    run(page, "await applyChanges(db, [arg]); await setMeta(db, {cursor: 'c-41'});",
+        {"entity": "patient", "id": record, "version": 1, "record": {"family_name": "Kept"}})
+    before = {"queued": run(page, "return pending(db);"), "refused": run(page, "return listQuarantine(db);")}
+
+    # The key is gone: what waits is readable by nobody on the device, but escrowed.
+    escrowed = run(page, "return escrowedParts(db);")
+    assert escrowed["unescrowed"] == 0 and len(escrowed["parts"]) == 3
+    assert CANARY not in str(escrowed)
+    opened = {p["mid"]: server.open(p["escrow"], USER, p["mid"]) for p in escrowed["parts"]}
+    assert opened[still_open["absorbed"][0]]["data"] == {"address": CANARY}
+
+    after = page.evaluate("""async (arg) => {
+        const db = await stores.db.openStore(%r, null);
+        const key = await importDataKey(new Uint8Array(32).fill(11));
+        await rekey(db, key, arg.opened, arg.refusals);
+        try {
+          return { queued: await pending(db), refused: await listQuarantine(db),
+                   rows: await countRows(db), cursor: await getMeta(db, "cursor") ?? null };
+        } finally { db.close(); }
+    }""" % USER, {"opened": opened, "refusals": {sealed["mid"]: {"message": "Duplicate of another patient"}}})
+    assert after["queued"] == before["queued"]  # same mids, seqs, order and folded data
+    assert [q["mutation"] for q in after["refused"]] == [q["mutation"] for q in before["refused"]]
+    assert after["refused"][0]["error"] == {"message": "Duplicate of another patient"}
+    assert (after["rows"], after["cursor"]) == (0, None)  # pulled again under the new key
+    old_key = run(page, "try { await pending(db); return 'opened'; } catch (e) { return e.name; }")
+    assert old_key == "OperationError"

@@ -74,12 +74,13 @@ def _first_difference(expected: str, actual: str) -> str:
 
 def test_installable_and_opens_offline_from_the_home_screen(browser, live_server, tmp_path):
     # Installing needs a real profile (never an incognito one), signed in as the lab tech.
-    state = signed_in_state(browser, live_server, live_server.user("lab", CLINIC))
+    user = live_server.user("lab", CLINIC)
+    state = signed_in_state(browser, live_server, user)
     context = launch_profile(browser, tmp_path / "profile", state)
     try:
         page = context.new_page()
         page.goto(live_server.url + "/")
-        wait_until_ready(page)
+        wait_until_ready(page, user)
         _installs_and_opens_offline(context, page, live_server)
     finally:
         context.close()

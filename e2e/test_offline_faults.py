@@ -20,7 +20,7 @@ from playwright.sync_api import expect
 from e2e.helpers import audit_db, server_db
 from e2e.offline import (badge, device, device_store, expect_synced, go_offline, go_online,
                          launch_profile, open_from_device, queue_notes, signed_in_state,
-                         unique_family, wait_until_ready)
+                         unique_family, unlock_when_asked, wait_until_ready)
 
 RIVERSIDE, HILLTOP = 0, 1
 DRAIN_BOUND_S = 40
@@ -202,12 +202,13 @@ def test_writes_made_while_the_server_is_down_are_sent_by_themselves_once_in_ord
 def test_a_flush_cut_by_a_reload_or_by_closing_the_browser_sends_everything_once(browser,
                                                                                live_server,
                                                                                profile):
-    state = signed_in_state(browser, live_server, live_server.user("clinician", RIVERSIDE))
+    user = live_server.user("clinician", RIVERSIDE)
+    state = signed_in_state(browser, live_server, user)
     context = launch_profile(browser, profile, state)
     try:
         page = first_page(context)
         page.goto(live_server.url + "/")
-        wait_until_ready(page)
+        wait_until_ready(page, user)
         store = device_store(page)
         client_id, patient_id = store["client_id"], store["patients"][0]
         open_from_device(page, f"{live_server.url}/patients/{patient_id}")
@@ -258,6 +259,7 @@ def test_a_flush_cut_by_a_reload_or_by_closing_the_browser_sends_everything_once
         assert store["outbox"] > 0, "the browser closed after the flush ended: nothing was tested"
         context.unroute("**/sync/v1/**")
         go_online(context, page)
+        unlock_when_asked(page, user)  # the restart locked the device
         expect_synced(page)
         assert device_store(page)["outbox"] == 0
     finally:
@@ -357,6 +359,7 @@ def test_a_first_sync_cut_short_by_closing_the_browser_resumes_where_it_stopped(
         try:
             page = first_page(context)
             page.goto(live_server.url + "/")
+            unlock_when_asked(page, user)  # records are locked under the password before any arrive
             deadline = time.monotonic() + 20
             while True:
                 progress = page.evaluate(_PROGRESS)
@@ -374,6 +377,7 @@ def test_a_first_sync_cut_short_by_closing_the_browser_resumes_where_it_stopped(
             context.on("request", lambda r: pulls.append(json.loads(r.post_data)) if is_pull(r) else None)
             page = first_page(context)
             page.goto(live_server.url + "/")
+            unlock_when_asked(page, user)
             shown = []
             deadline = time.monotonic() + 30
             while (progress := page.evaluate(_PROGRESS))["ready"] != "yes":

@@ -41,7 +41,7 @@ def clerk_device(new_context, live_server, clerk_state):
     """
     page = new_context(storage_state=clerk_state).new_page()
     page.goto(live_server.url + "/")
-    wait_until_ready(page)
+    wait_until_ready(page, live_server.user("registration_clerk", 0))
     return page
 
 

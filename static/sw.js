@@ -6,8 +6,8 @@
 
 import "/static/vendor/nunjucks.min.js";
 import { openDB } from "/static/idb/idb.js";
-import { openStore } from "/static/idb/db.js";
-import { getMeta, setMeta } from "/static/idb/meta.js";
+import { deleteStore, openStore, storeName } from "/static/idb/db.js";
+import { getMeta, getSecretMeta, setMeta, setSecretMeta } from "/static/idb/meta.js";
 import { recordsOfEntity, recordsOfPatient } from "/static/idb/rows.js";
 import { enqueue, pending, stats } from "/static/idb/outbox.js";
 import { discard, getQuarantined, listQuarantine, resend } from "/static/idb/quarantine.js";
@@ -16,6 +16,11 @@ import { recordsFrom, withPending } from "/static/sw/replay.js";
 import { match } from "/static/sw/pages.js";
 import { Syncer } from "/static/sw/sync.js";
 import { newId } from "/static/sw/ids.js";
+import { localPath } from "/static/sw/forms.js";
+import { countFailure, createSlots, recordOnline, resetFailures, slotsOf, tryUnwrap, unlockRefusal } from "/static/sw/keys.js";
+import { attachKey, newDataKey } from "/static/idb/vault.js";
+import { attachEscrow } from "/static/idb/escrow.js";
+import { escrowedParts, rekey } from "/static/idb/rekey.js";
 import { validate, errorsOf } from "/static/sw/validate.js";
 
 const VERSION = "__SHELL_VERSION__";
@@ -59,14 +64,24 @@ const runtime = {
   /** @type {any} */ env: null,
   /** @type {{category: string, text: string}[]} */ flashes: [],
   serverMessages: false,
+  /** @type {Map<string, CryptoKey>} data keys of people unlocked on this device; memory only */
+  keys: new Map(),
+  /** @type {{password: string, at: number}|null} the password of a sign-in the server is checking */
+  pendingSecret: null,
 };
+
+/** How long a password typed at sign-in waits for the second step to finish. */
+const PENDING_SECRET_MS = 10 * 60_000;
+/** How long the worker waits for an open page to hand back the key after a restart. */
+const KEY_HANDOFF_MS = 400;
 
 /** @type {Promise<any>|null} */
 let deviceConnection = null;
 const deviceDb = () => {
-  deviceConnection ??= openDB("clinic-record-device", 1, {
+  deviceConnection ??= openDB("clinic-record-device", 2, {
     upgrade(db, oldVersion) {
       if (oldVersion < 1) db.createObjectStore("device");
+      if (oldVersion < 2) db.createObjectStore("keyslots");
     },
   });
   return deviceConnection;
@@ -82,9 +97,15 @@ async function setCurrentUser(userId) {
   else await db.delete("device", "current_user_id");
 }
 
-/** Open a person's store; if another context upgrades or deletes it, the next use reopens. */
+/** Open a person's store; if another context upgrades or deletes it, the next use reopens.
+ * Without their key (locked) it opens too, for what is kept in the clear. */
 async function open(userId) {
-  const db = await openStore(userId);
+  const db = await openStore(userId, await keyFor(userId));
+  // The key may have arrived (an unlock, a page's handoff) while the store was opening.
+  const arrived = runtime.keys.get(userId);
+  if (arrived) attachKey(db, arrived);
+  const session = await getMeta(db, "session");
+  if (session) attachEscrow(db, userId, session.escrow_key);
   db.addEventListener("versionchange", () => {
     if (runtime.db === db) {
       runtime.db = null;
@@ -93,6 +114,53 @@ async function open(userId) {
   });
   return db;
 }
+
+/**
+ * The person's data key: held in memory, or handed back by an open page after this worker
+ * was stopped and started again (DESIGN.md §6). null: the device is locked for them.
+ * @param {string} userId
+ */
+async function keyFor(userId) {
+  const held = runtime.keys.get(userId);
+  if (held) return held;
+  const clients = await sw.clients.matchAll({ includeUncontrolled: true, type: "window" });
+  if (!clients.length) return null;
+  const handed = await new Promise((resolve) => {
+    const timer = setTimeout(() => resolve(null), KEY_HANDOFF_MS);
+    keyWaiters.push((id, key) => {
+      if (id !== userId) return false;
+      clearTimeout(timer);
+      resolve(key);
+      return true;
+    });
+    for (const client of clients) client.postMessage({ type: "key-wanted", user_id: userId });
+  });
+  if (handed) holdKey(userId, handed);
+  return handed;
+}
+
+/**
+ * Keep `key` for `userId` and give it to their store if it is open: a store opened while
+ * they were locked must not stay keyless once they unlock.
+ * @param {string} userId
+ * @param {CryptoKey} key
+ */
+function holdKey(userId, key) {
+  runtime.keys.set(userId, key);
+  if (runtime.db && runtime.db.name === storeName(userId)) attachKey(runtime.db, key);
+}
+
+/** @type {((userId: string, key: CryptoKey) => boolean)[]} */
+let keyWaiters = [];
+
+/** Tell the pages the key (they keep it for a restarted worker), or to drop it. */
+async function shareKey(userId) {
+  const key = runtime.keys.get(userId);
+  await broadcast(key ? { type: "data-key", user_id: userId, key } : { type: "lock", user_id: userId });
+}
+
+/** Whether the current person's records are locked on this device. */
+const locked = () => Boolean(runtime.db && runtime.session && !runtime.keys.get(runtime.session.user_id));
 
 async function loadSession() {
   if (runtime.session && runtime.db) return runtime.session;
@@ -110,6 +178,12 @@ async function storeOf() {
 
 /** Nobody is signed in on this device any more: their store (and queue) stays, unopened. */
 async function forgetUser() {
+  const gone = runtime.session?.user_id;
+  if (gone) {
+    // Signing out locks: the next person, or a thief, needs the secret to read anything.
+    runtime.keys.delete(gone);
+    await shareKey(gone);
+  }
   runtime.session = null;
   runtime.db = null;
   runtime.flashes = [];
@@ -148,12 +222,27 @@ async function askWhoIsSignedIn() {
     await forgetUser();
     return null;
   }
+  if (runtime.session && runtime.session.user_id !== session.user_id) {
+    runtime.keys.delete(runtime.session.user_id);
+    syncer.forget();
+  }
+  await unlockFromSignIn(session);
+  return takeUp(session);
+}
+
+/**
+ * Make `session` this device's current one: its person's store open (with their key when
+ * unlocked) and its starting points written, for a store just made or made again.
+ */
+async function takeUp(session) {
   if (!runtime.session || runtime.session.user_id !== session.user_id || !runtime.db) {
-    if (runtime.session && runtime.session.user_id !== session.user_id) syncer.forget();
     await setCurrentUser(session.user_id);
     runtime.db = await open(session.user_id);
     runtime.flashes = [];
+  } else if (runtime.keys.get(session.user_id)) {
+    attachKey(runtime.db, /** @type {CryptoKey} */ (runtime.keys.get(session.user_id)));
   }
+  await recordOnline(await deviceDb(), session.user_id, session);
   const db = runtime.db;
   const held = await getMeta(db, "session");
   const fresh = {};
@@ -166,8 +255,193 @@ async function askWhoIsSignedIn() {
     };
   }
   await setMeta(db, { ...fresh, session });
+  attachEscrow(db, session.user_id, session.escrow_key);
   runtime.session = session;
   return session;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Locking and unlocking this person's records on the device
+
+/**
+ * After a sign-in the server accepted, open the person's key slot with the password they
+ * typed, or make their first (unlockWithVerifiedSecret).
+ */
+async function unlockFromSignIn(session) {
+  const userId = session.user_id;
+  const pendingSecret = runtime.pendingSecret;
+  runtime.pendingSecret = null;
+  if (runtime.keys.get(userId)) return;
+  const typed = pendingSecret && Date.now() - pendingSecret.at < PENDING_SECRET_MS ? pendingSecret.password : null;
+  if (!typed) {
+    await keyFor(userId);
+    return;
+  }
+  await unlockWithVerifiedSecret(session, typed);
+}
+
+/**
+ * `typed` is this person's password, as the server has just said: open their slot with it.
+ * When it does not open (no slot yet, one made under an earlier password, or one wiped by
+ * wrong guesses) the store gets a new key: an empty store starts afresh (records are
+ * pulled again); a store holding unsent changes gets them back from their escrow.
+ * @returns {Promise<boolean>} whether the records are open now
+ */
+async function unlockWithVerifiedSecret(session, typed) {
+  const userId = session.user_id;
+  const devices = await deviceDb();
+  let key = await tryUnwrap(devices, userId, typed, session.device_unlock);
+  if (!key) {
+    key = (await holdsUnsentWork(userId))
+      ? await recoverEscrowed(session, typed).catch(() => null)
+      : await startAfresh(session, typed);
+  }
+  if (!key) return false;
+  holdKey(userId, key);
+  await resetFailures(devices, userId);
+  await recordOnline(devices, userId, session);
+  await shareKey(userId);
+  return true;
+}
+
+async function startAfresh(session, typed) {
+  if (runtime.db) runtime.db.close();
+  runtime.db = null;
+  await deleteStore(session.user_id);
+  return createSlots(await deviceDb(), session.user_id, typed, session.device_unlock);
+}
+
+/**
+ * The key of this person's store is gone but their unsent changes wait in it, escrowed to
+ * the server: the server opens the escrows for their author, the store is encrypted again
+ * under a new key, and only then is that key wrapped into a slot (a crash in between
+ * leaves the escrows, so this can simply run again).
+ * @returns {Promise<CryptoKey|null>} null when some change cannot be opened (queued before
+ *   the device knew the server's key): only the previous password opens it then
+ */
+async function recoverEscrowed(session, typed) {
+  const userId = session.user_id;
+  const own = runtime.db && runtime.session?.user_id === userId;
+  const db = own ? runtime.db : await openStore(userId, null);
+  try {
+    const { parts, unescrowed } = await escrowedParts(db);
+    if (unescrowed) return null;
+    const reply = await syncer.post(session, "/app/outbox-recovery", { parts });
+    if (reply.status !== 200 || (reply.body.refused || []).length) return null;
+    const fresh = await newDataKey();
+    await rekey(db, fresh.key, reply.body.opened, reply.body.rejected || {});
+    return await createSlots(await deviceDb(), userId, typed, session.device_unlock, fresh);
+  } finally {
+    if (!own) db.close();
+  }
+}
+
+/** Changes waiting in a store count without its key: their positions are in the clear. */
+async function holdsUnsentWork(userId) {
+  const db = runtime.db && runtime.session?.user_id === userId ? runtime.db : await openStore(userId, null);
+  const [queued, refused] = await Promise.all([db.count("outbox"), db.count("quarantine")]);
+  if (db !== runtime.db) db.close();
+  return queued + refused > 0;
+}
+
+/** The session of the person signed in here whose records are locked but can be unlocked. */
+async function lockedSession() {
+  const session = await loadSession();
+  if (!session || !session.offline || runtime.keys.get(session.user_id)) return null;
+  const key = await keyFor(session.user_id);
+  if (key) {
+    attachKey(runtime.db, key);
+    return null;
+  }
+  return session;
+}
+
+/** Whether this person has a key slot here (false: the device is not set up for them yet). */
+async function hasSlot(userId) {
+  const slots = await slotsOf(await deviceDb(), userId);
+  return Boolean(slots && slots.secret);
+}
+
+/** The session, once the person's records are open; what sync runs with. */
+async function unlockedSession() {
+  const session = await loadSession();
+  if (!session) return null;
+  const key = runtime.keys.get(session.user_id);
+  if (key) {
+    attachKey(runtime.db, key); // whichever connection to the store is current
+    return session;
+  }
+  return (await lockedSession()) || !runtime.keys.get(session.user_id) ? null : session;
+}
+
+const UNLOCK_REFUSALS = {
+  "too-long-offline": "This device has not been connected since your last sign-in for too long. Connect to the network and sign in; your records and any changes waiting here are kept.",
+  "clock-behind": "This device's clock is behind the time the server last gave it, so it cannot be unlocked offline. Correct the date and time, or connect and sign in. Nothing has been removed.",
+};
+
+/** The unlock screen, and its form. Only the worker answers it. */
+async function unlockPage(request, url) {
+  // Opened before this worker heard who is signed in (a first visit): ask now.
+  const session = (await loadSession()) || await refreshSession();
+  const next = localPath(url.searchParams.get("next") || "/");
+  if (!session || runtime.keys.get(session.user_id)) return Response.redirect(next, 303);
+  const devices = await deviceDb();
+  const slots = await slotsOf(devices, session.user_id);
+  const ctx = context(request, url, session, null, [], runtime.db);
+  const show = (problem, status = 200, extra = {}) => ctx.render("device/unlock.html", {
+    title: "Unlock this device",
+    unlock: {
+      next, problem, setup: !(slots && slots.secret),
+      name: session.shell.user ? session.shell.user.display_name : "", ...extra,
+    },
+  }, { status });
+
+  if (request.method !== "POST") return show(UNLOCK_REFUSALS[unlockRefusal(slots, Date.now())] || null);
+  const form = await request.formData();
+  if (form.get("csrf_token") !== session.shell.csrf_token) return network(request);
+  const refusal = unlockRefusal(slots, Date.now());
+  if (refusal === "no-slot") return setUpLock(session, String(form.get("password") || ""), next, show);
+  if (refusal) return show(UNLOCK_REFUSALS[refusal], 403);
+  const key = await tryUnwrap(devices, session.user_id, String(form.get("password") || ""));
+  if (!key) {
+    const { attemptsLeft, wiped } = await countFailure(devices, session.user_id);
+    return show(wiped
+      ? "That password was wrong too many times, so this device can no longer unlock your records offline. Connect to the network and sign in again; changes waiting to be sent are kept."
+      : `That password does not unlock this device. ${attemptsLeft === 1 ? "1 attempt is" : `${attemptsLeft} attempts are`} left before the device must be unlocked online.`, 403);
+  }
+  holdKey(session.user_id, key);
+  await resetFailures(devices, session.user_id);
+  await shareKey(session.user_id);
+  kick("unlock");
+  return Response.redirect(next, 303);
+}
+
+/**
+ * No slot on this device yet (a passkey sign-in, or a sign-in the worker did not see), or
+ * the last one was wiped: the password is checked by the server before records are locked
+ * under it.
+ */
+async function setUpLock(session, password, next, show) {
+  let reply;
+  try {
+    reply = await syncer.post(session, "/app/device-secret", { password });
+  } catch {
+    return show("Setting up this device needs a connection to the server, and there is none just now. Nothing was changed. Try again when the device is connected.", 503);
+  }
+  if (reply.status === 422 && reply.body.error === "wrong_password") return show(reply.body.message, 403);
+  if (reply.status === 429) {
+    return show("The password was checked too many times in a short while. Nothing was changed. Wait ten minutes and try again.", 429);
+  }
+  if (reply.status !== 204) {
+    return show(`The server could not check the password just now (${reply.status}). Nothing was changed. Try again in a moment.`, 503);
+  }
+  if (!(await unlockWithVerifiedSecret(session, password))) {
+    return show("This device holds changes saved before it learned how to send them without your previous password. Enter that password to open and send them; nothing has been removed.", 403);
+  }
+  // The store may have been made afresh, or lost its cursor to a new key: set it up again.
+  await takeUp(session);
+  kick("unlock");
+  return Response.redirect(next, 303);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -175,7 +449,7 @@ async function askWhoIsSignedIn() {
 
 const syncer = new Syncer({
   db: storeOf,
-  session: loadSession,
+  session: unlockedSession,
   refreshSession,
   afterSync: (session) => sendReports(session),
   version: VERSION,
@@ -202,12 +476,27 @@ sw.addEventListener("message", (event) => {
       if (data.user_id && (!session || session.user_id !== data.user_id || syncer.status.needs_sign_in || stale)) {
         if (await refreshSession()) syncer.status.needs_sign_in = false;
       }
+      // A page opened after the unlock keeps the key too, for a worker that restarts later.
+      const now = runtime.session;
+      if (now && now.user_id === data.user_id && runtime.keys.get(now.user_id)) {
+        reply({ type: "data-key", user_id: now.user_id, key: runtime.keys.get(now.user_id) });
+      } else if (now && now.user_id === data.user_id && await lockedSession()) {
+        // A page the server rendered while this person's records here are locked: nothing
+        // syncs until they unlock, so take them there. A device not set up for them yet
+        // works online meanwhile, and the page offers the set-up.
+        reply({ type: await hasSlot(now.user_id) ? "unlock-needed" : "setup-wanted" });
+      }
       await kick("start");
     } else if (data.type === "sync" || data.type === "poke" || data.type === "online") {
       if (data.type === "online") syncer.failures = 0;
       await kick(data.type);
     } else if (data.type === "status") {
       await syncer.refresh({ changed: false });
+    } else if (data.type === "data-key") {
+      // An open page hands back the key after this worker was stopped and started again.
+      if (data.key instanceof CryptoKey && typeof data.user_id === "string") {
+        keyWaiters = keyWaiters.filter((waiter) => !waiter(data.user_id, data.key));
+      }
     } else if (data.type === "pending-count") {
       const db = await storeOf();
       reply({ type: "pending-count", count: db ? (await stats(db)).pending : 0 });
@@ -230,6 +519,10 @@ sw.addEventListener("fetch", (event) => {
     return;
   }
   if (url.pathname.startsWith("/sync/") || url.pathname.startsWith("/app/")) return;
+  if (url.pathname === "/device/unlock") {
+    event.respondWith(unlockPage(request, url));
+    return;
+  }
   if (url.pathname === "/logout" && request.method === "POST") {
     event.respondWith(signOut(request));
     return;
@@ -248,6 +541,13 @@ async function fromCache(request) {
 
 /** A sign-in, or a switch of clinic: once the server has answered, ask it who and where. */
 async function changingWhoOrWhere(request) {
+  if (new URL(request.url).pathname === "/login") {
+    // The password opens this person's records on the device once the server accepts the
+    // whole sign-in; until then it stays in memory only, and not for long.
+    const form = await request.clone().formData().catch(() => null);
+    const password = form && form.get("password");
+    runtime.pendingSecret = typeof password === "string" && password ? { password, at: Date.now() } : null;
+  }
   const response = await network(request);
   if (response.status < 400) await refreshSession();
   return response;
@@ -283,6 +583,7 @@ async function ready() {
   if (syncer.status.needs_sign_in) return null;
   const session = await loadSession();
   if (!session || !session.offline) return null;
+  if (!runtime.keys.get(session.user_id)) return null;
   const initial = await getMeta(runtime.db, "initial_sync");
   return initial && initial.done ? session : null;
 }
@@ -290,6 +591,10 @@ async function ready() {
 async function answer(request, url) {
   let session, found, form;
   try {
+    const held = request.mode === "navigate" ? await lockedSession() : null;
+    if (held && await hasSlot(held.user_id)) {
+      return Response.redirect(`/device/unlock?next=${encodeURIComponent(url.pathname + url.search)}`, 303);
+    }
     session = await ready();
     found = session && (url.pathname === "/device" || url.pathname.startsWith("/device/")
       ? { handler: devicePage, params: [] } : match(request.method, url.pathname));
@@ -458,7 +763,7 @@ async function devicePage(ctx) {
       persisted: storage.persisted === true ? "yes" : storage.persisted === false ? "no" : "unknown",
       pending: queued.map((m) => ({ mid: m.mid, label: label(ctx.session, m.type), created_at: m.created_at, seq: m.seq ?? null })),
       quarantine: refused.map((q) => quarantineView(ctx.session, q)),
-      conflicts: ((await getMeta(db, "conflicts")) || []).map((c) => ({
+      conflicts: ((await getSecretMeta(db, "conflicts")) || []).map((c) => ({
         ...c, label: label(ctx.session, c.type),
         fields: c.fields.map((f) => ({ ...f, yours: shown(f.yours), kept: shown(f.kept) })),
       })),
@@ -547,7 +852,7 @@ const READS_PER_REPORT = 500;
 const inFlight = new Set();
 
 async function report(db, path, body) {
-  const held = (await getMeta(db, "reports")) || [];
+  const held = (await getSecretMeta(db, "reports")) || [];
   const last = held[held.length - 1];
   if (path === "/device/reads" && last && last.path === path && !inFlight.has(last.id)
       && last.body.reads.length < READS_PER_REPORT) {
@@ -555,7 +860,7 @@ async function report(db, path, body) {
   } else {
     held.push({ id: newId(), path, body });
   }
-  await setMeta(db, { reports: held });
+  await setSecretMeta(db, { reports: held });
 }
 
 /** A patient page shown from the device: audited like one from the server. */
@@ -566,7 +871,7 @@ async function recordRead(db, action, patientIds, detail = {}) {
 async function sendReports(session) {
   const db = runtime.db;
   if (!db) return;
-  const held = (await getMeta(db, "reports")) || [];
+  const held = (await getSecretMeta(db, "reports")) || [];
   if (!held.length) return;
   const clientId = await getMeta(db, "client_id");
   const sent = new Set();
@@ -585,6 +890,6 @@ async function sendReports(session) {
   }
   held.forEach((r) => inFlight.delete(r.id));
   // Reports recorded while these were sent are kept: only the sent ones leave.
-  const now = (await getMeta(db, "reports")) || [];
-  await setMeta(db, { reports: now.filter((r) => !sent.has(r.id)) });
+  const now = (await getSecretMeta(db, "reports")) || [];
+  await setSecretMeta(db, { reports: now.filter((r) => !sent.has(r.id)) });
 }

@@ -139,9 +139,15 @@ def database_urls(backend, request, tmp_path):
 
 
 @pytest.fixture
-def app_overrides() -> dict:
-    """Override in a test module to change configuration."""
-    return {}
+def app_overrides(request) -> dict:
+    """Configuration for one test (see `config`); override in a test module to change it for
+    the whole module."""
+    return getattr(request, "param", {})
+
+
+def config(**overrides):
+    """Mark a test to run with these settings."""
+    return pytest.mark.parametrize("app_overrides", [overrides], indirect=True, ids=["config"])
 
 
 @pytest.fixture

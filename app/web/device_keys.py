@@ -21,9 +21,15 @@ bp = Blueprint("device_keys", __name__)
 RECOVERY_PARTS_MAX = 5000
 
 
+def _per_person() -> str:
+    return f"person:{current_user.user.id}"
+
+
 @bp.post("/app/device-secret")
 @clinical_required
-@limiter.limit(lambda: current_app.config["SIGN_IN_RATE_LIMIT"])
+# Per person, not per address: a stolen session must not become a way to guess the password
+# from many places, and a clinic behind one address must not share one budget.
+@limiter.limit(lambda: current_app.config["DEVICE_SECRET_RATE_LIMIT"], key_func=_per_person)
 def device_secret_post():
     """A device is about to lock this person's records under their password. It is checked
     here first, so a typo can never lock records away for good."""

@@ -145,8 +145,13 @@ def session_get():
         pull_page=current_app.config["SYNC_BROWSER_PULL_PAGE"],
         page_headers=page_headers(current_app.config["APP_ENV"] == "production"),
         server_time=to_json_value(utcnow()),
-        # Devices seal each queued change to this key too (DESIGN.md §6).
+        # Every session starts with a full sign-in (password and code, or a passkey): the
+        # device counts its offline unlock window from here.
+        signed_in_at=to_json_value(current_user.session_row.created_at) if current_user.session_row else None,
         escrow_key=current_escrow_keys().public_jwk(),
+        device_unlock={"offline_hours": current_app.config["DEVICE_OFFLINE_UNLOCK_HOURS"],
+                       "iterations": current_app.config["DEVICE_UNLOCK_ITERATIONS"],
+                       "max_failures": current_app.config["DEVICE_UNLOCK_MAX_FAILURES"]},
         subset_estimate=_subset_estimate(request.args.get("client_id", "")) if clinical else 0,
     )
 

@@ -2,16 +2,13 @@
 // One IndexedDB database per signed-in user on this device, so staff sharing a tablet
 // never read each other's store and one user's sign-out never touches another's queue.
 import { deleteDB, openDB } from "./idb.js";
+import { attachKey } from "./vault.js";
 
 /** Bump by one for every schema change and add an `if (oldVersion < N)` step below. */
-export const DB_VERSION = 1;
+export const DB_VERSION = 2;
 
 const NAME_PREFIX = "clinic-record:";
 
-/**
- * A row as kept in the `rows` store.
- * @typedef {{entity: string, id: string, version: number, patient_id: string|null, record: any}} Row
- */
 
 /** @param {string} userId */
 export function storeName(userId) {
@@ -23,12 +20,16 @@ export function storeName(userId) {
 }
 
 /**
- * Open (creating or upgrading as needed) the user's database.
+ * Open (creating or upgrading as needed) the user's database, with the data key that
+ * encrypts its records (vault.js). Without the key (the device is locked) only what is
+ * kept in the clear can be read: positions, the session, counts; records refuse.
  * @param {string} userId
+ * @param {CryptoKey|null} key
  */
-export async function openStore(userId) {
-  return openDB(storeName(userId), DB_VERSION, {
-    upgrade(/** @type {any} */ database, /** @type {number} */ oldVersion) {
+export async function openStore(userId, key) {
+  const db = await openDB(storeName(userId), DB_VERSION, {
+    upgrade(/** @type {any} */ database, /** @type {number} */ oldVersion,
+      /** @type {number|null} */ _newVersion, /** @type {any} */ transaction) {
       // Steps are cumulative so a device that skipped releases upgrades through each one.
       // A later step may add stores or indexes, or rewrite `rows` (they can be pulled
       // again), but must carry every outbox, sent and quarantine entry across unchanged.
@@ -47,6 +48,14 @@ export async function openStore(userId) {
         meta.put(0, "acked_seq");
         meta.put(1, "next_order"); // outbox position; internal to outbox.js
       }
+      if (oldVersion === 1) {
+        // Rows were kept in the clear before version 2: drop them and pull them again,
+        // encrypted. Queued mutations stay and are sent as they are.
+        transaction.objectStore("rows").clear();
+        const meta = transaction.objectStore("meta");
+        meta.delete("cursor");
+        meta.delete("initial_sync");
+      }
     },
     blocking(/** @type {number} */ _current, /** @type {number|null} */ _wanted,
       /** @type {IDBVersionChangeEvent} */ event) {
@@ -56,6 +65,8 @@ export async function openStore(userId) {
       /** @type {IDBDatabase} */ (event.target).close();
     },
   });
+  if (key) attachKey(db, key);
+  return db;
 }
 
 /** @typedef {Awaited<ReturnType<typeof openStore>>} Store */

@@ -1,6 +1,8 @@
 // @ts-check
 // Small named values: client_id, next_seq, acked_seq, cursor, initial_sync, session.
-// Keys are out-of-line so a value can be any cloneable thing, including null.
+// Keys are out-of-line so a value can be any cloneable thing, including null. Values that
+// name patients or quote their data (conflicts, reports) go through the secret variants.
+import { decryptJSON, encryptJSON, keyOf } from "./vault.js";
 
 /** @typedef {import("./db.js").Store} Store */
 
@@ -65,4 +67,33 @@ export function writeMeta(store, entries) {
 export async function readMeta(store, key, fallback) {
   const value = await store.get(key);
   return value === undefined ? fallback : value;
+}
+
+/** @param {string} key */
+const metaContext = (key) => `meta\u0000${key}`;
+
+/**
+ * A value kept encrypted under the store's data key.
+ * @param {Store} db
+ * @param {string} key
+ * @param {any} [fallback]
+ */
+export async function getSecretMeta(db, key, fallback = undefined) {
+  const held = await db.get("meta", key);
+  if (held === undefined) return fallback;
+  return decryptJSON(keyOf(db), metaContext(key), held);
+}
+
+/**
+ * @param {Store} db
+ * @param {Record<string, any>} entries
+ */
+export async function setSecretMeta(db, entries) {
+  const dataKey = keyOf(db);
+  /** @type {Record<string, any>} */
+  const sealed = {};
+  for (const [key, value] of Object.entries(entries)) {
+    sealed[key] = value === undefined ? undefined : await encryptJSON(dataKey, metaContext(key), value);
+  }
+  await setMeta(db, sealed);
 }

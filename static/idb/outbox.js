@@ -6,9 +6,17 @@
 // answered: it moves to `sent` (kept for a server restored from a backup) or, when
 // rejected, to `quarantine`. Every step is one strict transaction over all the stores it
 // touches, so a crash leaves each mutation in exactly one place.
+//
+// What a mutation says (its data and base) is encrypted (vault.js) before a transaction
+// opens, one part per mutation the person made; an entry that absorbed later edits holds
+// their parts in order, and reading it folds them together. Kept in the clear are the
+// bookkeeping and the ids the queue orders by: `refs` lists the ids named in the data, so
+// sealing can put a create before what refers to it without decrypting anything.
 import { runIn } from "./db.js";
 import { readMeta, writeMeta } from "./meta.js";
-import { putRowIn } from "./rows.js";
+import { prepareRows, putRowIn } from "./rows.js";
+import { escrowFor } from "./escrow.js";
+import { decryptJSON, encryptJSON, keyOf } from "./vault.js";
 
 /** How many answered mutations `sent` keeps for a re-push after a server restore. */
 export const SENT_KEPT = 5000;
@@ -34,7 +42,13 @@ const STRICT = /** @type {const} */ ({ durability: "strict" });
  * @typedef {Mutation & {
  *   order: number, state: "open"|"sealed", created_at: string, seq?: number,
  *   sealed_at?: string, policy?: string, creates?: boolean, absorbed?: string[]
- * }} Entry  an outbox record; `absorbed` lists the mids merged into it
+ * }} Entry  an outbox record as read; `absorbed` lists the mids merged into it
+ *
+ * @typedef {{mid: string, secret: Uint8Array, escrow?: import("./escrow.js").Envelope|null}} Part
+ *   one mutation's data and base, encrypted under the data key and, once the server's key
+ *   is known, sealed to the server too (its escrow)
+ * @typedef {Omit<Entry, "data"|"base"> & {parts: Part[], refs: string[]}} StoredEntry
+ * @typedef {Omit<Mutation, "data"|"base"> & {parts: Part[], refs: string[]}} PreparedMutation
  *
  * @typedef {{mid: string, seq: number, type: string, entity: string, entity_id: string,
  *   data: Record<string, any>, base?: Record<string, any>, base_version?: number,
@@ -45,6 +59,8 @@ const STRICT = /** @type {const} */ ({ durability: "strict" });
  *
  * @typedef {{mid: string, mutation: Entry, error: any, request_id: string|null,
  *   quarantined_at: string}} Quarantined
+ * @typedef {{mid: string, mutation: StoredEntry, error: Uint8Array|null,
+ *   request_id: string|null, quarantined_at: string}} StoredQuarantined
  */
 
 /** @typedef {import("./db.js").Store} Store */
@@ -77,17 +93,14 @@ export function canMerge(earlier, later, policies) {
 }
 
 /**
- * Fold `later` into `earlier` (canMerge said yes).
- * @param {Entry} earlier
- * @param {Mutation} later
- * @param {Policies} policies
+ * Fold `later` into `earlier` (canMerge said yes). Its encrypted part is kept after the
+ * earlier ones; openEntry merges them.
+ * @param {StoredEntry} earlier
+ * @param {PreparedMutation} later
  */
-function absorb(earlier, later, policies) {
-  earlier.data = { ...earlier.data, ...later.data };
-  if (!policies[earlier.type]?.creates && (earlier.base || later.base)) {
-    // The server compares each field with what the user saw before their first edit.
-    earlier.base = { ...later.base, ...earlier.base };
-  }
+function absorb(earlier, later) {
+  earlier.parts = [...earlier.parts, ...later.parts];
+  earlier.refs = [...new Set([...earlier.refs, ...later.refs])];
   if (later.deps?.length) {
     // The merged mutation now carries the later one's needs too.
     earlier.deps = [...new Set([...(earlier.deps ?? []), ...later.deps])];
@@ -116,26 +129,92 @@ const recordKey = (m) => `${m.entity}\u0000${m.entity_id}`;
 
 const now = () => new Date().toISOString();
 
+const ID_PATTERN = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/** @param {string} mid */
+const partContext = (mid) => `mutation\u0000${mid}`;
+
+/**
+ * What one mutation says, encrypted under a store's data key.
+ * @param {CryptoKey} key
+ * @param {string} mid
+ * @param {{data: Record<string, any>, base?: Record<string, any>}} said
+ */
+export const encryptPart = (key, mid, said) => encryptJSON(key, partContext(mid), said);
+
+/**
+ * Encrypt what each mutation says, before the transaction that queues them opens.
+ * @param {object} db
+ * @param {Mutation[]} mutations
+ * @returns {Promise<PreparedMutation[]>}
+ */
+export async function prepareMutations(db, mutations) {
+  mutations.forEach(checkMutation);
+  const key = keyOf(db);
+  return Promise.all(mutations.map(async (mutation) => {
+    const { data, base, ...fields } = mutation;
+    const said = base === undefined ? { data } : { data, base };
+    return {
+      ...fields,
+      refs: [...new Set(stringsIn(data).filter((s) => ID_PATTERN.test(s)))],
+      parts: [{
+        mid: mutation.mid,
+        secret: await encryptPart(key, mutation.mid, said),
+        escrow: await escrowFor(db, mutation.mid, said),
+      }],
+    };
+  }));
+}
+
+/**
+ * An entry as stored, made readable: its parts decrypted and folded in order.
+ * @param {object} db
+ * @param {StoredEntry|Entry} stored
+ * @returns {Promise<Entry>}
+ */
+export async function openEntry(db, stored) {
+  if (!("parts" in stored)) return stored; // queued before the store was encrypted
+  const key = keyOf(db);
+  const { parts, refs: _refs, ...fields } = stored;
+  /** @type {{data: Record<string, any>, base?: Record<string, any>}[]} */
+  const said = await Promise.all(parts.map((part) =>
+    decryptJSON(key, partContext(part.mid), part.secret)));
+  /** @type {Entry} */
+  const entry = /** @type {any} */ ({ ...fields, data: Object.assign({}, ...said.map((s) => s.data)) });
+  // The server compares each field with what the person saw before their first edit, so
+  // the earliest base of a field wins; a create has no base but its own.
+  const bases = stored.creates ? said.slice(0, 1) : said;
+  if (bases.some((s) => s.base !== undefined)) {
+    entry.base = Object.assign({}, ...bases.map((s) => s.base).reverse());
+  }
+  return entry;
+}
+
+/**
+ * @param {object} db
+ * @param {(StoredEntry|Entry)[]} stored
+ */
+const openEntries = (db, stored) => Promise.all(stored.map((e) => openEntry(db, e)));
+
 /**
  * Enqueue inside a transaction over `outbox` and `meta` (used by quarantine.js too).
  * @param {any} tx
- * @param {Mutation[]} mutations
+ * @param {PreparedMutation[]} mutations from prepareMutations
  * @param {Policies} policies
- * @returns {Promise<Entry[]>}
+ * @returns {Promise<StoredEntry[]>}
  */
 export async function enqueueIn(tx, mutations, policies) {
-  mutations.forEach(checkMutation);
   const outbox = tx.objectStore("outbox");
   const meta = tx.objectStore("meta");
   let nextOrder = await readMeta(meta, "next_order", 1);
 
   // Open entries are always the tail of the order index (sealing takes all of them, and
   // anything enqueued later gets a higher order), so read backwards until a sealed one.
-  /** @type {Map<string, Entry>} */
+  /** @type {Map<string, StoredEntry>} */
   const lastOpen = new Map();
   let cursor = await outbox.index("order").openCursor(null, "prev");
   if (cursor) nextOrder = Math.max(nextOrder, cursor.value.order + 1);
-  /** @type {Entry[]} */
+  /** @type {StoredEntry[]} */
   const tail = [];
   while (cursor && cursor.value.state === "open") {
     tail.push(cursor.value);
@@ -146,16 +225,16 @@ export async function enqueueIn(tx, mutations, policies) {
   for (const entry of tail.reverse()) lastOpen.set(recordKey(entry), entry);
 
   const createdAt = now();
-  /** @type {Entry[]} */
+  /** @type {StoredEntry[]} */
   const stored = [];
-  /** @type {Set<Entry>} */
+  /** @type {Set<StoredEntry>} */
   const added = new Set();
-  /** @type {Set<Entry>} */
+  /** @type {Set<StoredEntry>} */
   const merged = new Set();
   for (const mutation of mutations) {
     const earlier = lastOpen.get(recordKey(mutation));
     if (earlier && canMerge(earlier, mutation, policies)) {
-      absorb(earlier, mutation, policies);
+      absorb(earlier, mutation);
       if (!added.has(earlier)) merged.add(earlier);
       stored.push(earlier);
       continue;
@@ -163,10 +242,9 @@ export async function enqueueIn(tx, mutations, policies) {
     const { seq: _seq, state: _state, order: _order, sealed_at: _sealedAt, ...fields } =
       /** @type {any} */ (mutation);
     const type = policies[mutation.type];
-    /** @type {Entry} */
+    /** @type {StoredEntry} */
     const entry = {
       ...fields,
-      data: { ...mutation.data },
       order: nextOrder++,
       state: "open",
       created_at: createdAt,
@@ -196,8 +274,9 @@ export async function enqueueIn(tx, mutations, policies) {
  *   that now holds it: its own, or the earlier one it was merged into (a different mid)
  */
 export async function enqueue(db, mutations, policies) {
+  const prepared = await prepareMutations(db, mutations);
   const tx = db.transaction(["outbox", "meta"], "readwrite", STRICT);
-  return runIn(tx, () => enqueueIn(tx, mutations, policies));
+  return openEntries(db, await runIn(tx, () => enqueueIn(tx, prepared, policies)));
 }
 
 /**
@@ -221,23 +300,23 @@ function stringsIn(value, out = []) {
  *
  * A mutation needs a create when it touches the created record, names it anywhere in its
  * data (patient_id, visit_id, note_id, ...) or its patient_id, or lists its mid in deps.
- * @param {Entry[]} open in order
+ * @param {StoredEntry[]} open in order
  */
 function dependencyOrder(open) {
-  /** @type {Map<string, Entry[]>} */
+  /** @type {Map<string, StoredEntry[]>} */
   const createsById = new Map();
-  /** @type {Map<string, Entry>} */
+  /** @type {Map<string, StoredEntry>} */
   const createsByMid = new Map();
   for (const entry of open) {
     if (!entry.creates) continue;
     createsById.set(entry.entity_id, [...(createsById.get(entry.entity_id) ?? []), entry]);
     createsByMid.set(entry.mid, entry);
   }
-  /** @param {Entry} m */
+  /** @param {StoredEntry} m */
   const needs = (m) => {
-    /** @type {Set<Entry>} */
+    /** @type {Set<StoredEntry>} */
     const found = new Set();
-    const ids = [m.entity_id, ...(m.patient_id ? [m.patient_id] : []), ...stringsIn(m.data)];
+    const ids = [m.entity_id, ...(m.patient_id ? [m.patient_id] : []), ...(m.refs ?? stringsIn(/** @type {any} */ (m).data))];
     for (const id of ids) for (const create of createsById.get(id) ?? []) found.add(create);
     for (const mid of m.deps ?? []) {
       const create = createsByMid.get(mid);
@@ -247,11 +326,11 @@ function dependencyOrder(open) {
     return [...found].sort((a, b) => a.order - b.order);
   };
 
-  /** @type {Set<Entry>} entered: placed, or being placed (a cycle: creation order decides) */
+  /** @type {Set<StoredEntry>} entered: placed, or being placed (a cycle: creation order decides) */
   const entered = new Set();
-  /** @type {Entry[]} */
+  /** @type {StoredEntry[]} */
   const out = [];
-  /** @param {Entry} m */
+  /** @param {StoredEntry} m */
   const place = (m) => {
     if (entered.has(m)) return;
     entered.add(m);
@@ -273,7 +352,7 @@ export async function seal(db) {
   return runIn(tx, async () => {
     const outbox = tx.objectStore("outbox");
     const meta = tx.objectStore("meta");
-    /** @type {Entry[]} */
+    /** @type {StoredEntry[]} */
     const open = [];
     let cursor = await outbox.index("order").openCursor(null, "prev");
     while (cursor && cursor.value.state === "open") {
@@ -317,10 +396,10 @@ export function toWire(entry) {
 
 /**
  * @param {any} outbox the `outbox` store (or a db's store accessor)
- * @returns {Promise<Entry[]>} sealed entries in seq order
+ * @returns {Promise<StoredEntry[]>} sealed entries in seq order
  */
 async function sealedIn(outbox) {
-  /** @type {Entry[]} */
+  /** @type {StoredEntry[]} */
   const all = await outbox.getAll();
   return all.filter((e) => e.state === "sealed")
     .sort((a, b) => /** @type {number} */ (a.seq) - /** @type {number} */ (b.seq));
@@ -335,7 +414,7 @@ async function sealedIn(outbox) {
 export async function sealedBatch(db, limit = 100) {
   const tx = db.transaction("outbox");
   const sealed = await sealedIn(tx.store);
-  return sealed.slice(0, limit).map(toWire);
+  return (await openEntries(db, sealed.slice(0, limit))).map(toWire);
 }
 
 /**
@@ -345,11 +424,11 @@ export async function sealedBatch(db, limit = 100) {
  * @returns {Promise<Entry[]>}
  */
 export async function pending(db) {
-  /** @type {Entry[]} */
+  /** @type {StoredEntry[]} */
   const all = await db.getAllFromIndex("outbox", "order");
   const sealed = all.filter((e) => e.state === "sealed")
     .sort((a, b) => /** @type {number} */ (a.seq) - /** @type {number} */ (b.seq));
-  return [...sealed, ...all.filter((e) => e.state !== "sealed")];
+  return openEntries(db, [...sealed, ...all.filter((e) => e.state !== "sealed")]);
 }
 
 /**
@@ -364,6 +443,29 @@ export async function pending(db) {
  *   `conflicts` are the conflict answers as the server gave them
  */
 export async function settle(db, results, requestId = null) {
+  const key = keyOf(db);
+  // Encrypted before the transaction opens: the records answered (the newest per row) and
+  // the reasons for refusals, which may quote what was refused.
+  /** @type {Map<string, import("./rows.js").Item>} */
+  const newest = new Map();
+  for (const result of results) {
+    if (result?.record == null || result.version == null || !result.entity || !result.entity_id) continue;
+    const rowKey = `${result.entity}\u0000${result.entity_id}`;
+    const other = newest.get(rowKey);
+    if (!other || /** @type {number} */ (other.version) < result.version) {
+      newest.set(rowKey, { entity: result.entity, id: result.entity_id, version: result.version, record: result.record });
+    }
+  }
+  const rowKeys = [...newest.keys()];
+  const prepared = await prepareRows(db, [...newest.values()]);
+  /** @type {Map<string, import("./rows.js").StoredRow>} */
+  const preparedRows = new Map(rowKeys.map((k, i) => [k, prepared[i]]));
+  /** @type {Map<string, Uint8Array|null>} */
+  const reasons = new Map(await Promise.all(results
+    .filter((r) => r?.status === "rejected" && typeof r.mid === "string")
+    .map(async (r) => /** @type {[string, Uint8Array|null]} */ ([r.mid,
+      r.error == null ? null : await encryptRefusal(key, r.mid, r.error)]))));
+
   const tx = db.transaction(["outbox", "sent", "quarantine", "meta", "rows"], "readwrite", STRICT);
   return runIn(tx, async () => {
     const outbox = tx.objectStore("outbox");
@@ -374,17 +476,17 @@ export async function settle(db, results, requestId = null) {
     const ackedBefore = await readMeta(meta, "acked_seq", 0);
     let acked = ackedBefore;
     let settled = 0;
-    /** @type {Quarantined[]} */
+    /** @type {StoredQuarantined[]} */
     const rejected = [];
     /** @type {PushResult[]} */
     const conflicts = [];
-    /** @type {Map<string, import("./rows.js").Item>} newest answered record per row */
-    const records = new Map();
+    /** @type {Set<string>} rows answered for mutations that count */
+    const answeredRows = new Set();
     /** @type {Promise<any>[]} */
     const writes = [];
     const answeredAt = now();
 
-    /** @type {(Entry|undefined)[]} */
+    /** @type {(StoredEntry|undefined)[]} */
     const entries = await Promise.all(results.map((result) =>
       typeof result?.mid === "string" ? outbox.get(result.mid) : undefined));
     /** @type {Set<string>} */
@@ -398,11 +500,11 @@ export async function settle(db, results, requestId = null) {
       acked = Math.max(acked, /** @type {number} */ (entry.seq));
       writes.push(outbox.delete(entry.mid));
       if (result.status === "rejected") {
-        /** @type {Quarantined} */
+        /** @type {StoredQuarantined} */
         const held = {
           mid: entry.mid,
           mutation: entry,
-          error: result.error ?? null,
+          error: reasons.get(entry.mid) ?? null,
           request_id: requestId ?? null,
           quarantined_at: answeredAt,
         };
@@ -413,19 +515,14 @@ export async function settle(db, results, requestId = null) {
       writes.push(sent.put({ ...entry, status: result.status, answered_at: answeredAt }));
       if (result.status === "conflict") conflicts.push(result);
       if (result.record != null && result.version != null) {
-        const item = {
-          entity: result.entity ?? entry.entity,
-          id: result.entity_id ?? entry.entity_id,
-          version: result.version,
-          record: result.record,
-        };
-        const key = `${item.entity}\u0000${item.id}`;
-        const other = records.get(key);
-        if (!other || /** @type {number} */ (other.version) < item.version) records.set(key, item);
+        answeredRows.add(`${result.entity}\u0000${result.entity_id}`);
       }
     });
     // One write per row: two answers for one record must not race each other's version check.
-    for (const item of records.values()) writes.push(putRowIn(rows, item));
+    for (const rowKey of answeredRows) {
+      const row = preparedRows.get(rowKey);
+      if (row) writes.push(putRowIn(rows, row));
+    }
     await Promise.all(writes);
 
     const excess = (await sent.count()) - SENT_KEPT;
@@ -438,7 +535,34 @@ export async function settle(db, results, requestId = null) {
     }
     if (acked !== ackedBefore) await writeMeta(meta, { acked_seq: acked });
     return { settled, rejected, conflicts };
-  });
+  }).then(async ({ settled, rejected, conflicts }) => ({
+    settled, conflicts, rejected: await Promise.all(rejected.map((held) => openQuarantined(db, held))),
+  }));
+}
+
+/** @param {string} mid */
+const errorContext = (mid) => `refusal\u0000${mid}`;
+
+/**
+ * Why the server refused a mutation, encrypted under a store's data key (it may quote what
+ * was refused).
+ * @param {CryptoKey} key
+ * @param {string} mid
+ * @param {any} error
+ */
+export const encryptRefusal = (key, mid, error) => encryptJSON(key, errorContext(mid), error);
+
+/**
+ * A quarantined mutation as stored, made readable.
+ * @param {object} db
+ * @param {StoredQuarantined|Quarantined} held
+ * @returns {Promise<Quarantined>}
+ */
+export async function openQuarantined(db, held) {
+  const error = held.error instanceof Uint8Array || held.error instanceof ArrayBuffer
+    ? await decryptJSON(keyOf(db), errorContext(held.mid), held.error)
+    : held.error;
+  return { ...held, mutation: await openEntry(db, held.mutation), error };
 }
 
 /**
@@ -464,7 +588,7 @@ export async function renumberFrom(db, expectedSeq) {
     if (expectedSeq >= /** @type {number} */ (head)) return 0;
 
     const resend = await sent.index("seq").getAll(IDBKeyRange.lowerBound(expectedSeq));
-    /** @type {Entry[]} */
+    /** @type {StoredEntry[]} */
     const queue = [];
     for (const answered of resend) {
       await sent.delete(answered.mid);

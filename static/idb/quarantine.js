@@ -2,7 +2,7 @@
 // Mutations the server rejected for good (validation, permission). They wait here for a
 // person to correct and resend them or to discard them; nothing leaves without one.
 import { runIn } from "./db.js";
-import { enqueueIn } from "./outbox.js";
+import { enqueueIn, openEntry, openQuarantined, prepareMutations } from "./outbox.js";
 
 /** @typedef {import("./db.js").Store} Store */
 /** @typedef {import("./outbox.js").Quarantined} Quarantined */
@@ -17,8 +17,8 @@ const STRICT = /** @type {const} */ ({ durability: "strict" });
  * @returns {Promise<Quarantined[]>} oldest first
  */
 export async function listQuarantine(db) {
-  /** @type {Quarantined[]} */
-  const all = await db.getAll("quarantine");
+  const all = await Promise.all((await db.getAll("quarantine")).map(
+    (/** @type {any} */ held) => openQuarantined(db, held)));
   return all.sort((a, b) =>
     a.quarantined_at.localeCompare(b.quarantined_at) ||
     (a.mutation.seq ?? 0) - (b.mutation.seq ?? 0));
@@ -30,7 +30,8 @@ export async function listQuarantine(db) {
  * @returns {Promise<Quarantined|undefined>}
  */
 export async function getQuarantined(db, mid) {
-  return db.get("quarantine", mid);
+  const held = await db.get("quarantine", mid);
+  return held ? openQuarantined(db, held) : undefined;
 }
 
 /**
@@ -68,13 +69,12 @@ function resendOf(held, data) {
  */
 export async function takeForResend(db, mid, data) {
   const tx = db.transaction("quarantine", "readwrite", STRICT);
-  return runIn(tx, async () => {
-    /** @type {Quarantined|undefined} */
-    const held = await tx.store.get(mid);
-    if (!held) return undefined;
-    await tx.store.delete(mid);
-    return resendOf(held, data);
+  const held = await runIn(tx, async () => {
+    const stored = await tx.store.get(mid);
+    if (stored) await tx.store.delete(mid);
+    return stored;
   });
+  return held ? resendOf(await openQuarantined(db, held), data) : undefined;
 }
 
 /**
@@ -87,16 +87,20 @@ export async function takeForResend(db, mid, data) {
  * @returns {Promise<Entry|undefined>} the outbox entry now holding it
  */
 export async function resend(db, mid, data, policies) {
+  // Read and encrypted first (WebCrypto cannot run inside a transaction); the move itself is
+  // one transaction, and finds nothing to move if a discard got there in between.
+  const held = await getQuarantined(db, mid);
+  if (!held) return undefined;
+  const prepared = await prepareMutations(db, [resendOf(held, data)]);
   const tx = db.transaction(["quarantine", "outbox", "meta"], "readwrite", STRICT);
-  return runIn(tx, async () => {
+  const entry = await runIn(tx, async () => {
     const quarantine = tx.objectStore("quarantine");
-    /** @type {Quarantined|undefined} */
-    const held = await quarantine.get(mid);
-    if (!held) return undefined;
+    if ((await quarantine.getKey(mid)) === undefined) return undefined;
     await quarantine.delete(mid);
-    const [entry] = await enqueueIn(tx, [resendOf(held, data)], policies);
-    return entry;
+    const [stored] = await enqueueIn(tx, prepared, policies);
+    return stored;
   });
+  return entry ? openEntry(db, entry) : undefined;
 }
 
 /**
@@ -108,10 +112,10 @@ export async function resend(db, mid, data, policies) {
  */
 export async function discard(db, mid) {
   const tx = db.transaction("quarantine", "readwrite", STRICT);
-  return runIn(tx, async () => {
-    /** @type {Quarantined|undefined} */
-    const held = await tx.store.get(mid);
-    if (held) await tx.store.delete(mid);
-    return held;
+  const held = await runIn(tx, async () => {
+    const stored = await tx.store.get(mid);
+    if (stored) await tx.store.delete(mid);
+    return stored;
   });
+  return held ? openQuarantined(db, held) : undefined;
 }

@@ -3,12 +3,15 @@
 // gave it. Pending local changes are not here: the view replays the outbox on top.
 import { runIn } from "./db.js";
 import { writeMeta } from "./meta.js";
+import { decryptJSON, encryptJSON, keyOf } from "./vault.js";
 
 /** @typedef {import("./db.js").Store} Store */
 /** @typedef {import("./db.js").Row} Row */
 /**
  * @typedef {{op?: string, entity: string, id: string, version?: number, record?: any}} Change
  * @typedef {{entity: string, id: string, version?: number, record: any}} Item
+ * @typedef {{entity: string, id: string, version: number, patient_id: string|null,
+ *   secret: Uint8Array}} StoredRow  a row as IndexedDB holds it: the record encrypted
  */
 
 /** Ops that take a record away; every other op stores one. */
@@ -36,27 +39,47 @@ function versionOf(item) {
   return typeof v === "number" && Number.isFinite(v) ? v : 0;
 }
 
+/** @param {string} entity @param {string} id */
+const rowContext = (entity, id) => `row\u0000${entity}\u0000${id}`;
+
 /**
- * Store `item` unless the row held is at least as new: answers and pages arrive out of
+ * Encrypt items for storing; done before the transaction that stores them opens.
+ * @param {object} db the store whose data key encrypts them
+ * @param {Item[]} items
+ * @returns {Promise<StoredRow[]>}
+ */
+export async function prepareRows(db, items) {
+  const key = keyOf(db);
+  return Promise.all(items.map(async (item) => ({
+    entity: item.entity,
+    id: item.id,
+    version: versionOf(item),
+    patient_id: patientIdOf(item.entity, item.id, item.record),
+    secret: await encryptJSON(key, rowContext(item.entity, item.id), item.record),
+  })));
+}
+
+/**
+ * @param {object} db
+ * @param {StoredRow} row
+ * @returns {Promise<any>} the record
+ */
+function openRow(db, row) {
+  return decryptJSON(keyOf(db), rowContext(row.entity, row.id), row.secret);
+}
+
+/**
+ * Store `row` unless the row held is at least as new: answers and pages arrive out of
  * order (a push answer after a pull that already carried a later edit), and an older
  * version must never replace a newer one.
  * @param {any} store the `rows` store of a readwrite transaction
- * @param {Item} item
+ * @param {StoredRow} row from prepareRows
  * @returns {Promise<number>} 1 when stored, else 0
  */
-export async function putRowIn(store, item) {
-  const version = versionOf(item);
-  /** @type {Row|undefined} */
-  const held = await store.get([item.entity, item.id]);
-  if (held !== undefined && held.version >= version) return 0;
-  /** @type {Row} */
-  const row = {
-    entity: item.entity,
-    id: item.id,
-    version,
-    patient_id: patientIdOf(item.entity, item.id, item.record),
-    record: item.record,
-  };
+export async function putRowIn(store, row) {
+  /** @type {StoredRow|undefined} */
+  const held = await store.get([row.entity, row.id]);
+  if (held !== undefined && held.version >= row.version) return 0;
   await store.put(row);
   return 1;
 }
@@ -93,6 +116,10 @@ async function removeRowIn(store, entity, id) {
  * @returns {Promise<number>} rows stored or removed
  */
 export async function applyChanges(db, changes, options = {}) {
+  const kept = changes.filter((change) => !REMOVING_OPS.has(change.op ?? ""));
+  const prepared = await prepareRows(db, /** @type {Item[]} */ (kept));
+  /** @type {Map<Change, StoredRow>} */
+  const rowOf = new Map(kept.map((change, i) => [change, prepared[i]]));
   const stores = options.meta ? ["rows", "meta"] : ["rows"];
   const tx = db.transaction(stores, "readwrite", { durability: "strict" });
   return runIn(tx, async () => {
@@ -103,7 +130,7 @@ export async function applyChanges(db, changes, options = {}) {
       if (REMOVING_OPS.has(change.op ?? "")) {
         changed += await removeRowIn(rows, change.entity, change.id);
       } else {
-        changed += await putRowIn(rows, /** @type {Item} */ (change));
+        changed += await putRowIn(rows, /** @type {StoredRow} */ (rowOf.get(change)));
       }
     }
     if (options.meta) await writeMeta(tx.objectStore("meta"), options.meta);
@@ -118,10 +145,11 @@ export async function applyChanges(db, changes, options = {}) {
  * @returns {Promise<number>} rows stored
  */
 export async function putRecords(db, items) {
+  const prepared = await prepareRows(db, items);
   const tx = db.transaction("rows", "readwrite", { durability: "strict" });
   return runIn(tx, async () => {
     let changed = 0;
-    for (const item of items) changed += await putRowIn(tx.store, item);
+    for (const row of prepared) changed += await putRowIn(tx.store, row);
     return changed;
   });
 }
@@ -133,9 +161,9 @@ export async function putRecords(db, items) {
  * @returns {Promise<any>} the record, or undefined
  */
 export async function getRecord(db, entity, id) {
-  /** @type {Row|undefined} */
+  /** @type {StoredRow|undefined} */
   const row = await db.get("rows", [entity, id]);
-  return row?.record;
+  return row ? openRow(db, row) : undefined;
 }
 
 /**
@@ -145,9 +173,11 @@ export async function getRecord(db, entity, id) {
  * @returns {Promise<{entity: string, id: string, version: number, record: any}[]>}
  */
 export async function recordsOfPatient(db, patientId) {
-  /** @type {Row[]} */
+  /** @type {StoredRow[]} */
   const rows = await db.getAllFromIndex("rows", "patient_id", patientId);
-  return rows.map(({ entity, id, version, record }) => ({ entity, id, version, record }));
+  return Promise.all(rows.map(async (row) => ({
+    entity: row.entity, id: row.id, version: row.version, record: await openRow(db, row),
+  })));
 }
 
 /**
@@ -156,9 +186,9 @@ export async function recordsOfPatient(db, patientId) {
  * @returns {Promise<any[]>} the records
  */
 export async function recordsOfEntity(db, entity) {
-  /** @type {Row[]} */
+  /** @type {StoredRow[]} */
   const rows = await db.getAllFromIndex("rows", "entity", entity);
-  return rows.map((row) => row.record);
+  return Promise.all(rows.map((row) => openRow(db, row)));
 }
 
 /** @param {Store} db */

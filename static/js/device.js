@@ -8,6 +8,11 @@ const worker = navigator.serviceWorker;
 const userId = document.querySelector('meta[name="clinic-user"]')?.getAttribute("content") || "";
 /** @type {any} */
 let lastStatus = null;
+/** This person's data key, non-extractable: kept only to hand back to a restarted worker
+ * (a stopped worker loses it; DESIGN.md §6). Gone with the page. */
+let dataKey = null;
+/** The worker said this device is not set up for this person yet: offer it. */
+let setupWanted = false;
 
 function send(message) {
   if (worker && worker.controller) worker.controller.postMessage(message);
@@ -56,7 +61,13 @@ function showStatus(status) {
           bar.value = Math.min(initial.received || 0, estimate);
         } else bar.removeAttribute("value");
       }
-      if (label) {
+      if (label && setupWanted) {
+        label.textContent = "This device is not set up to work offline for you yet. ";
+        const link = document.createElement("a");
+        link.href = `/device/unlock?next=${encodeURIComponent(location.pathname + location.search)}`;
+        link.textContent = "Set it up";
+        label.append(link);
+      } else if (label) {
         label.textContent = estimate
           ? `Preparing this device to work offline: ${Math.min(initial.received || 0, estimate).toLocaleString()} of about ${estimate.toLocaleString()} records.`
           : `Preparing this device to work offline: ${(initial.received || 0).toLocaleString()} records so far.`;
@@ -96,9 +107,43 @@ function guardSignOut(event) {
   }
 }
 
+/** How long a first sign-in on this device waits for the worker to be ready. */
+const WORKER_WAIT_MS = 8000;
+
+/**
+ * A first sign-in on a device waits, briefly, for the worker to take over the page: the
+ * worker keeps the password the server accepts to encrypt this person's records here, so
+ * they are not asked for it again straight after signing in.
+ */
+function waitForWorkerBeforeSignIn(event) {
+  const form = /** @type {HTMLFormElement} */ (event.target);
+  if (!(form instanceof HTMLFormElement) || form.getAttribute("action") !== "/login") return;
+  if (!worker || worker.controller || form.dataset.workerWaited) return;
+  event.preventDefault();
+  event.stopImmediatePropagation();
+  form.dataset.workerWaited = "yes";
+  const button = form.querySelector("button[type=submit]");
+  if (button) button.textContent = "Preparing this device…";
+  const go = () => form.requestSubmit();
+  const timer = setTimeout(go, WORKER_WAIT_MS);
+  worker.addEventListener("controllerchange", () => { clearTimeout(timer); go(); }, { once: true });
+}
+
 if (worker) {
   worker.addEventListener("message", (event) => {
-    if (event.data && event.data.type === "status") showStatus(event.data.status);
+    const data = event.data || {};
+    if (data.type === "status") showStatus(data.status);
+    else if (data.type === "data-key" && data.user_id === userId) dataKey = data.key;
+    else if (data.type === "lock") dataKey = null;
+    else if (data.type === "setup-wanted") {
+      setupWanted = true;
+      if (lastStatus) showStatus({ ...lastStatus, changed: false });
+    } else if (data.type === "unlock-needed" && location.pathname !== "/device/unlock") {
+      location.assign(`/device/unlock?next=${encodeURIComponent(location.pathname + location.search)}`);
+    }
+    else if (data.type === "key-wanted" && dataKey && data.user_id === userId && event.source) {
+      /** @type {ServiceWorker} */ (event.source).postMessage({ type: "data-key", user_id: userId, key: dataKey });
+    }
   });
   worker.register("/sw.js", { type: "module", scope: "/" }).then(() => {
     send({ type: "hello", user_id: userId });
@@ -110,6 +155,7 @@ if (worker) {
   });
   setInterval(() => send({ type: "sync" }), 30_000);
   document.addEventListener("submit", guardSignOut, true);
+  document.addEventListener("submit", waitForWorkerBeforeSignIn, true);
   document.addEventListener("DOMContentLoaded", () => {
     listenForPokes();
     askForPersistentStorage().finally(() => send({ type: "status" }));

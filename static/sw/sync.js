@@ -4,7 +4,7 @@
 // then the device's subset pulled from its cursor. Network faults and 5xx back off with jitter;
 // 401 pauses until the person signs in again; nothing queued is ever dropped.
 
-import { getMeta, setMeta } from "../idb/meta.js";
+import { getMeta, getSecretMeta, setMeta, setSecretMeta } from "../idb/meta.js";
 import { applyChanges } from "../idb/rows.js";
 import { seal, sealedBatch, settle, renumberFrom, stats } from "../idb/outbox.js";
 
@@ -53,8 +53,8 @@ async function rememberConflicts(db, batch, answers) {
       })),
     };
   });
-  const held = (await getMeta(db, "conflicts")) || [];
-  await setMeta(db, { conflicts: [...fresh, ...held].slice(0, CONFLICTS_KEPT) });
+  const held = (await getSecretMeta(db, "conflicts")) || [];
+  await setSecretMeta(db, { conflicts: [...fresh, ...held].slice(0, CONFLICTS_KEPT) });
 }
 
 export class Syncer {

@@ -19,22 +19,13 @@ from app.extensions import db
 from app.models import ApiToken, ChangeLog, MutationResult, Patient, SyncClient, UserSession
 from app.models.types import utcnow
 from sync_api.cursor import Cursor
+from tests.conftest import config
 from tests.sync.conftest import FlaskTransport
 
 PUSH, PULL, HEARTBEAT, EVENTS = ("/sync/v1/push", "/sync/v1/pull", "/sync/v1/heartbeat",
                                  "/sync/v1/events")
 BODY_ROUTES = (PUSH, PULL, HEARTBEAT)
 CLIENT_ID = "bad-input-device-1"
-
-
-@pytest.fixture
-def app_overrides(request):
-    """Parametrize `app_overrides` indirectly to change the configuration for one test."""
-    return getattr(request, "param", {})
-
-
-def config(**overrides):
-    return pytest.mark.parametrize("app_overrides", [overrides], indirect=True, ids=["config"])
 
 
 # --- Helpers --------------------------------------------------------------------------------

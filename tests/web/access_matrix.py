@@ -137,13 +137,13 @@ MATRIX: dict[str, dict[str, str]] = {
     # The offline app: the worker's script, manifest and templates hold no patient data and
     # are fetched before anyone signs in; the session and device page follow the person.
     "offline.service_worker_get": PUBLIC,
-    "device_keys.device_secret_post": _only(CLINICAL),
-    "device_keys.outbox_recovery_post": _only(CLINICAL),
     "offline.manifest_get": PUBLIC,
     "offline.templates_get": PUBLIC,
     "offline.messages_get": PUBLIC,
     "offline.session_get": SIGNED_IN,
     "offline.device_get": SIGNED_IN,
+    "device_keys.device_secret_post": _only(CLINICAL),
+    "device_keys.outbox_recovery_post": _only(CLINICAL),
     "offline.device_discarded_post": _only(CLINICAL),
     "offline.device_reads_post": _only(CLINICAL),
 }

@@ -6,7 +6,7 @@ from app.domain import roles as r
 from app.domain.ids import new_id
 from app.extensions import db
 from app.models import AuditEvent, MutationResult
-from tests.conftest import PASSWORD
+from tests.conftest import PASSWORD, config
 from tests.js_bridge import call_js
 
 
@@ -68,3 +68,22 @@ def test_a_recovery_request_must_name_its_changes(world, client_for):
     for body in ({}, {"parts": []}, {"parts": [{"mid": "x", "escrow": {}}]}, {"parts": "all"}):
         answer = nurse.post("/app/outbox-recovery", json=body, headers=headers)
         assert answer.status_code == 400 and "Nothing was opened" in answer.get_json()["message"]
+
+
+@config(RATELIMIT_ENABLED=True, DEVICE_SECRET_RATE_LIMIT="2 per minute")
+def test_password_checks_for_a_device_are_limited_per_person(world, client_for):
+    nurse = client_for(world.user(r.NURSE))
+    headers = {"X-CSRFToken": _session(nurse)["shell"]["csrf_token"]}
+    for _ in range(2):
+        assert nurse.post("/app/device-secret", json={"password": "guess"},
+                          headers=headers).status_code == 422
+    # The right password too: the budget is spent, whatever is guessed next.
+    assert nurse.post("/app/device-secret", json={"password": PASSWORD},
+                      headers=headers).status_code == 429
+    # From another address the same person is still refused; another person is not.
+    nurse.environ_base["REMOTE_ADDR"] = "10.9.8.7"
+    assert nurse.post("/app/device-secret", json={"password": PASSWORD},
+                      headers=headers).status_code == 429
+    clinician = client_for(world.user(r.CLINICIAN))
+    assert clinician.post("/app/device-secret", json={"password": PASSWORD}, headers={
+        "X-CSRFToken": _session(clinician)["shell"]["csrf_token"]}).status_code == 204

@@ -24,6 +24,7 @@ from app.models import ApiToken, AuditEvent, PasskeyCredential, User, UserSessio
 from app.services import tokens
 from app.services.passkeys import prf_salt
 from app.web import sessions
+from tests.conftest import config
 from webauthn.helpers import base64url_to_bytes, bytes_to_base64url
 
 RP_ID, ORIGIN = "localhost", "http://localhost"
@@ -37,9 +38,6 @@ def app_overrides(request):
     return {"PROPAGATE_EXCEPTIONS": False, "WEBAUTHN_RP_ID": RP_ID, "WEBAUTHN_ORIGIN": ORIGIN,
             **getattr(request, "param", {})}
 
-
-def config(**overrides):
-    return pytest.mark.parametrize("app_overrides", [overrides], indirect=True, ids=["config"])
 
 
 class SoftAuthenticator:

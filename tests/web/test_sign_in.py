@@ -16,7 +16,7 @@ from app.extensions import db
 from app.models import ApiToken, Note, Patient, User, UserSession
 from app.models.types import utcnow
 from app.services import tokens
-from tests.conftest import PASSWORD
+from tests.conftest import PASSWORD, config
 
 BAD_CREDENTIALS = "The username or password is not right. Check them and try again."
 
@@ -26,10 +26,6 @@ def app_overrides(request):
     """Configuration for one test: parametrize `app_overrides` indirectly to change it."""
     return {"PROPAGATE_EXCEPTIONS": False, **getattr(request, "param", {})}
 
-
-def config(**overrides):
-    return pytest.mark.parametrize("app_overrides", [overrides], indirect=True,
-                                   ids=["config"])
 
 
 # --- Helpers --------------------------------------------------------------------------------

@@ -364,9 +364,15 @@ def _worker_cases(app, cases: list[dict]) -> list[dict]:
                                     "problem": "The appointment time is in the past."},
                                    {"name": "reason", "value": AWKWARD, "problem": None}]}],
     }}
+    unlock = {**base, "title": "Unlock this device", "unlock": {
+        "next": "/patients?q=a b&x=1", "name": AWKWARD, "setup": False,
+        "problem": "That password does not unlock this device. 4 attempts are left."}}
     out = []
     for label, name, context in (("worker: chart with pending records", "patients/chart.html", pending),
-                                 ("worker: this device", "device/status.html", device)):
+                                 ("worker: this device", "device/status.html", device),
+                                 ("worker: unlock", "device/unlock.html", unlock),
+                                 ("worker: set up the lock", "device/unlock.html",
+                                  {**unlock, "unlock": {**unlock["unlock"], "setup": True}})):
         served = app.jinja_env.get_template(name).render(context)
         out.append({"label": label, "name": name, "context": context, "served": served})
     return out
