@@ -49,6 +49,7 @@ def build_config(instance_path: str, overrides: dict | None = None) -> dict:
     if app_env == "production" and (not env.get("DATABASE_URL") or not env.get("AUDIT_DATABASE_URL")):
         raise ConfigError("DATABASE_URL and AUDIT_DATABASE_URL must both be set in production.")
 
+    session_life = timedelta(hours=int(env.get("SESSION_ABSOLUTE_HOURS", "12")))
     config = {
         "APP_ENV": app_env,
         "SECRET_KEY": secret,
@@ -63,8 +64,15 @@ def build_config(instance_path: str, overrides: dict | None = None) -> dict:
         # The __Host- prefix makes the browser refuse the cookie unless it is Secure, for this
         # host only and for every path: no subdomain or plain-HTTP page can set or shadow it.
         "SESSION_COOKIE_NAME": "__Host-session" if app_env == "production" else "session",
+        # The cookie only carries the session's token (its life is kept in the database), so
+        # it is written only when its content changes. Written on every answer, a request that
+        # started before a form post and ended after it would put back the cookie without
+        # the message that post left for the next page.
+        "SESSION_REFRESH_EACH_REQUEST": False,
+        # The server's idle and absolute timeouts end a session; the cookie outlives neither.
+        "PERMANENT_SESSION_LIFETIME": session_life,
         "SESSION_IDLE_TIMEOUT": timedelta(minutes=int(env.get("SESSION_IDLE_MINUTES", "30"))),
-        "SESSION_ABSOLUTE_TIMEOUT": timedelta(hours=int(env.get("SESSION_ABSOLUTE_HOURS", "12"))),
+        "SESSION_ABSOLUTE_TIMEOUT": session_life,
         "WTF_CSRF_TIME_LIMIT": None,  # the session's own timeouts bound the token's life
         "RATELIMIT_STORAGE_URI": env.get("RATELIMIT_STORAGE_URI", "memory://"),
         "RATELIMIT_HEADERS_ENABLED": True,
@@ -104,6 +112,12 @@ def build_config(instance_path: str, overrides: dict | None = None) -> dict:
         "DEVICE_UNLOCK_ITERATIONS": max(600_000, int(env.get("DEVICE_UNLOCK_ITERATIONS", "600000"))),
         # Wrong unlock secrets in a row before the device forgets the wrapped key.
         "DEVICE_UNLOCK_MAX_FAILURES": int(env.get("DEVICE_UNLOCK_MAX_FAILURES", "5")),
+        # A tablet left alone: after this many idle minutes its screen locks behind the
+        # person's PIN (the key stays in memory); after the longer time, or this many wrong
+        # PINs, the key is dropped and only the password opens the records again.
+        "DEVICE_IDLE_LOCK_MINUTES": int(env.get("DEVICE_IDLE_LOCK_MINUTES", "5")),
+        "DEVICE_COLD_LOCK_MINUTES": int(env.get("DEVICE_COLD_LOCK_MINUTES", "60")),
+        "DEVICE_PIN_MAX_FAILURES": int(env.get("DEVICE_PIN_MAX_FAILURES", "5")),
         "SYNC_WINDOW_DAYS": int(env.get("SYNC_WINDOW_DAYS", "180")),
         # e.g. "observation=730,note=1825": how many days back each category goes to devices.
         **({"SYNC_HISTORY_DAYS": _days_per_category(env["SYNC_HISTORY_DAYS"])}

@@ -34,9 +34,11 @@ def device(new_context, live_server, user: dict, **context_args):
     return context, page
 
 
-def unlock_when_asked(page, user: dict, timeout_ms: int = READY_TIMEOUT_MS) -> None:
+def unlock_when_asked(page, user: dict, timeout_ms: int = READY_TIMEOUT_MS,
+                      pin: str | None = None) -> None:
     """Give the person's password if this device asks for it: to set it up (their records
-    are kept encrypted under it) or to unlock it. Nothing happens if it is open already."""
+    are kept encrypted under it) or to unlock it, choosing `pin` for short breaks when the
+    page offers it. Nothing happens if it is open already."""
     page.wait_for_function("() => navigator.serviceWorker.controller !== null", timeout=timeout_ms)
     deadline = time.monotonic() + timeout_ms / 1000
     while "/device/unlock" not in page.url:
@@ -49,6 +51,8 @@ def unlock_when_asked(page, user: dict, timeout_ms: int = READY_TIMEOUT_MS) -> N
         if "/device/unlock" not in page.url:
             return  # the worker sent the page back: this person's records are open
     page.fill("#unlock-password", user["password"])
+    if pin is not None:
+        page.fill("#unlock-new-pin", pin)
     page.click("#unlock button[type=submit]")
     page.wait_for_url(lambda url: "/device/unlock" not in url, timeout=timeout_ms)
 

@@ -17,9 +17,10 @@ import { match } from "/static/sw/pages.js";
 import { Syncer } from "/static/sw/sync.js";
 import { newId } from "/static/sw/ids.js";
 import { localPath } from "/static/sw/forms.js";
-import { countFailure, createSlots, recordOnline, resetFailures, slotsOf, tryUnwrap, unlockRefusal } from "/static/sw/keys.js";
-import { attachKey, newDataKey } from "/static/idb/vault.js";
-import { attachEscrow } from "/static/idb/escrow.js";
+import { countFailure, createSlots, passkeysOf, recordOnline, resetFailures, slotsOf, tryUnwrap, tryUnwrapWithPasskey, unlockRefusal } from "/static/sw/keys.js";
+import { attachKey, detachKey, newDataKey } from "/static/idb/vault.js";
+import { PIN_PATTERN, checkPin, countShortLockMiss, idleState, markActive, markCold, setPin } from "/static/sw/idle.js";
+import { attachEscrow, base64url } from "/static/idb/escrow.js";
 import { escrowedParts, rekey } from "/static/idb/rekey.js";
 import { validate, errorsOf } from "/static/sw/validate.js";
 
@@ -68,6 +69,9 @@ const runtime = {
   keys: new Map(),
   /** @type {{password: string, at: number}|null} the password of a sign-in the server is checking */
   pendingSecret: null,
+  /** @type {Map<string, {credentialId: string, prf: Uint8Array, at: number}>} a passkey's PRF
+   * output, kept until the password next opens the key and it can be wrapped under it too */
+  pendingPasskeys: new Map(),
 };
 
 /** How long a password typed at sign-in waits for the second step to finish. */
@@ -135,7 +139,13 @@ async function keyFor(userId) {
     });
     for (const client of clients) client.postMessage({ type: "key-wanted", user_id: userId });
   });
-  if (handed) holdKey(userId, handed);
+  if (!handed) return null;
+  // The pages kept the key while this worker was stopped; past the long idle time it goes.
+  if (idleState(await slotsOf(await deviceDb(), userId), Date.now()) === "cold") {
+    await dropKey(userId);
+    return null;
+  }
+  holdKey(userId, handed);
   return handed;
 }
 
@@ -157,6 +167,33 @@ let keyWaiters = [];
 async function shareKey(userId) {
   const key = runtime.keys.get(userId);
   await broadcast(key ? { type: "data-key", user_id: userId, key } : { type: "lock", user_id: userId });
+}
+
+/**
+ * Lock this person's records: the key leaves memory here and in every open page, and the
+ * next unlock is a cold one (password).
+ * @param {string} userId
+ */
+async function dropKey(userId) {
+  runtime.keys.delete(userId);
+  if (runtime.db && runtime.db.name === storeName(userId)) detachKey(runtime.db);
+  await markCold(await deviceDb(), userId);
+  await shareKey(userId);
+}
+
+/**
+ * The idle rules, applied to the person signed in here (idle.js): past the long idle time
+ * their key is dropped.
+ * @returns {Promise<{state: "none"|import("/static/sw/idle.js").IdleState, userId?: string}>}
+ *   "none": no key held, so nothing for the idle lock to do
+ */
+async function enforceIdle() {
+  const session = await loadSession();
+  if (!session || !runtime.keys.get(session.user_id)) return { state: "none" };
+  const userId = session.user_id;
+  const state = idleState(await slotsOf(await deviceDb(), userId), Date.now());
+  if (state === "cold") await dropKey(userId);
+  return { state, userId };
 }
 
 /** Whether the current person's records are locked on this device. */
@@ -290,25 +327,28 @@ async function unlockFromSignIn(session) {
 async function unlockWithVerifiedSecret(session, typed) {
   const userId = session.user_id;
   const devices = await deviceDb();
-  let key = await tryUnwrap(devices, userId, typed, session.device_unlock);
+  const passkey = pendingPasskey(userId);
+  let key = await tryUnwrap(devices, userId, typed, session.device_unlock, passkey);
   if (!key) {
     key = (await holdsUnsentWork(userId))
-      ? await recoverEscrowed(session, typed).catch(() => null)
-      : await startAfresh(session, typed);
+      ? await recoverEscrowed(session, typed, passkey).catch(() => null)
+      : await startAfresh(session, typed, passkey);
   }
   if (!key) return false;
+  if (passkey) runtime.pendingPasskeys.delete(userId);
   holdKey(userId, key);
   await resetFailures(devices, userId);
+  await markActive(devices, userId, Date.now());
   await recordOnline(devices, userId, session);
   await shareKey(userId);
   return true;
 }
 
-async function startAfresh(session, typed) {
+async function startAfresh(session, typed, passkey) {
   if (runtime.db) runtime.db.close();
   runtime.db = null;
   await deleteStore(session.user_id);
-  return createSlots(await deviceDb(), session.user_id, typed, session.device_unlock);
+  return createSlots(await deviceDb(), session.user_id, typed, session.device_unlock, undefined, passkey);
 }
 
 /**
@@ -319,7 +359,7 @@ async function startAfresh(session, typed) {
  * @returns {Promise<CryptoKey|null>} null when some change cannot be opened (queued before
  *   the device knew the server's key): only the previous password opens it then
  */
-async function recoverEscrowed(session, typed) {
+async function recoverEscrowed(session, typed, passkey) {
   const userId = session.user_id;
   const own = runtime.db && runtime.session?.user_id === userId;
   const db = own ? runtime.db : await openStore(userId, null);
@@ -330,7 +370,7 @@ async function recoverEscrowed(session, typed) {
     if (reply.status !== 200 || (reply.body.refused || []).length) return null;
     const fresh = await newDataKey();
     await rekey(db, fresh.key, reply.body.opened, reply.body.rejected || {});
-    return await createSlots(await deviceDb(), userId, typed, session.device_unlock, fresh);
+    return await createSlots(await deviceDb(), userId, typed, session.device_unlock, fresh, passkey);
   } finally {
     if (!own) db.close();
   }
@@ -384,36 +424,134 @@ async function unlockPage(request, url) {
   // Opened before this worker heard who is signed in (a first visit): ask now.
   const session = (await loadSession()) || await refreshSession();
   const next = localPath(url.searchParams.get("next") || "/");
-  if (!session || runtime.keys.get(session.user_id)) return Response.redirect(next, 303);
+  if (!session) return Response.redirect(next, 303);
+  const { state } = await enforceIdle();
+  if (state === "active") return Response.redirect(next, 303);
+  const userId = session.user_id;
   const devices = await deviceDb();
-  const slots = await slotsOf(devices, session.user_id);
+  const slots = await slotsOf(devices, userId);
+  const short = state === "short";
   const ctx = context(request, url, session, null, [], runtime.db);
-  const show = (problem, status = 200, extra = {}) => ctx.render("device/unlock.html", {
-    title: "Unlock this device",
-    unlock: {
-      next, problem, setup: !(slots && slots.secret),
-      name: session.shell.user ? session.shell.user.display_name : "", ...extra,
-    },
-  }, { status });
+  const salt = await prfSalt(userId);
+  // Read again for each answer: a wrong PIN may just have turned a short lock into a cold one.
+  const show = async (problem, status = 200) => {
+    const now = await slotsOf(devices, userId);
+    return ctx.render("device/unlock.html", {
+      title: "Unlock this device",
+      unlock: {
+        next, problem,
+        mode: runtime.keys.get(userId) ? "short" : now && now.secret ? "cold" : "setup",
+        has_pin: Boolean(now && now.pin),
+        passkeys: passkeysOf(now).join(" "),
+        prf_salt: salt,
+        name: session.shell.user ? session.shell.user.display_name : "",
+      },
+    }, { status });
+  };
 
-  if (request.method !== "POST") return show(UNLOCK_REFUSALS[unlockRefusal(slots, Date.now())] || null);
+  if (request.method !== "POST") return show(short ? null : UNLOCK_REFUSALS[unlockRefusal(slots, Date.now())] || null);
   const form = await request.formData();
   if (form.get("csrf_token") !== session.shell.csrf_token) return network(request);
+  const password = String(form.get("password") || "");
+  const pin = String(form.get("pin") || "");
+  if (short) return shortUnlock(userId, password, pin, next, show);
+  if (pin && !PIN_PATTERN.test(pin)) {
+    return show("A PIN is 4 to 8 digits. Nothing was changed: enter your password again with a PIN of 4 to 8 digits, or leave the PIN empty.", 422);
+  }
   const refusal = unlockRefusal(slots, Date.now());
-  if (refusal === "no-slot") return setUpLock(session, String(form.get("password") || ""), next, show);
+  if (refusal === "no-slot") return setUpLock(session, password, pin, next, show);
   if (refusal) return show(UNLOCK_REFUSALS[refusal], 403);
-  const key = await tryUnwrap(devices, session.user_id, String(form.get("password") || ""));
+  const passkey = pendingPasskey(userId);
+  const key = await tryUnwrap(devices, userId, password, undefined, passkey);
   if (!key) {
-    const { attemptsLeft, wiped } = await countFailure(devices, session.user_id);
+    const { attemptsLeft, wiped } = await countFailure(devices, userId);
     return show(wiped
       ? "That password was wrong too many times, so this device can no longer unlock your records offline. Connect to the network and sign in again; changes waiting to be sent are kept."
       : `That password does not unlock this device. ${attemptsLeft === 1 ? "1 attempt is" : `${attemptsLeft} attempts are`} left before the device must be unlocked online.`, 403);
   }
-  holdKey(session.user_id, key);
-  await resetFailures(devices, session.user_id);
-  await shareKey(session.user_id);
+  if (passkey) runtime.pendingPasskeys.delete(userId);
+  holdKey(userId, key);
+  await resetFailures(devices, userId);
+  await afterColdUnlock(userId, pin);
   kick("unlock");
   return Response.redirect(next, 303);
+}
+
+/**
+ * The PRF output of a passkey this person used or added here in the last minutes, made with
+ * their salt. The unlock page's passkey button asks for the same output later.
+ * @param {string} userId
+ */
+function pendingPasskey(userId) {
+  const held = runtime.pendingPasskeys.get(userId);
+  return held && Date.now() - held.at < PENDING_SECRET_MS ? held : null;
+}
+
+/** The PRF salt of this person's passkeys: the server's `prf_salt` (services/passkeys.py). */
+async function prfSalt(userId) {
+  return base64url(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(`clinic-record device key${userId}`)));
+}
+
+/**
+ * The unlock page's passkey button: the passkey's PRF output opens the key offline.
+ * @returns {Promise<{ok: boolean, message?: string}>}
+ */
+async function unlockWithPasskey(data) {
+  const session = await loadSession();
+  if (!session || session.user_id !== data.user_id || typeof data.credential_id !== "string" || !(data.prf instanceof ArrayBuffer)) {
+    return { ok: false, message: "This page is out of date. Reload it and try again; nothing was changed." };
+  }
+  const userId = session.user_id;
+  const devices = await deviceDb();
+  const slots = await slotsOf(devices, userId);
+  const refusal = unlockRefusal(slots, Date.now());
+  if (refusal && refusal !== "no-slot") return { ok: false, message: UNLOCK_REFUSALS[refusal] };
+  const key = await tryUnwrapWithPasskey(devices, userId, { credentialId: data.credential_id, prf: new Uint8Array(data.prf) });
+  if (!key) {
+    const { attemptsLeft, wiped } = await countFailure(devices, userId);
+    return { ok: false, message: wiped
+      ? "This device can no longer unlock your records offline. Connect to the network and sign in again; changes waiting to be sent are kept."
+      : `That passkey does not unlock this device. Use your password. ${attemptsLeft === 1 ? "1 attempt is" : `${attemptsLeft} attempts are`} left before the device must be unlocked online.` };
+  }
+  holdKey(userId, key);
+  await resetFailures(devices, userId);
+  await afterColdUnlock(userId, "");
+  kick("unlock");
+  return { ok: true };
+}
+
+/**
+ * The screen locked while the key stayed in memory: the PIN opens it, or the password. Wrong
+ * tries of either count towards one limit, past which the key goes.
+ */
+async function shortUnlock(userId, password, pin, next, show) {
+  const devices = await deviceDb();
+  const key = /** @type {CryptoKey} */ (runtime.keys.get(userId));
+  let result;
+  if (password) {
+    result = (await tryUnwrap(devices, userId, password)) ? { ok: true } : await countShortLockMiss(devices, userId);
+  } else {
+    result = await checkPin(devices, userId, key, pin);
+  }
+  if (result.ok) {
+    await markActive(devices, userId, Date.now());
+    return Response.redirect(next, 303);
+  }
+  if (result.cold) {
+    await dropKey(userId);
+    return show("That was wrong too many times, so the device has locked fully. Enter your password to open your records; nothing has been removed.", 403);
+  }
+  const what = password ? "password" : "PIN";
+  return show(`That ${what} is not right. ${result.attemptsLeft === 1 ? "1 attempt is" : `${result.attemptsLeft} attempts are`} left before your password is needed.`, 403);
+}
+
+/** A cold unlock or a set-up succeeded: the person is active from now, with the PIN they chose. */
+async function afterColdUnlock(userId, pin) {
+  const devices = await deviceDb();
+  await markActive(devices, userId, Date.now());
+  const key = runtime.keys.get(userId);
+  if (pin && key) await setPin(devices, userId, key, pin);
+  await shareKey(userId);
 }
 
 /**
@@ -421,7 +559,7 @@ async function unlockPage(request, url) {
  * the last one was wiped: the password is checked by the server before records are locked
  * under it.
  */
-async function setUpLock(session, password, next, show) {
+async function setUpLock(session, password, pin, next, show) {
   let reply;
   try {
     reply = await syncer.post(session, "/app/device-secret", { password });
@@ -440,6 +578,7 @@ async function setUpLock(session, password, next, show) {
   }
   // The store may have been made afresh, or lost its cursor to a new key: set it up again.
   await takeUp(session);
+  await afterColdUnlock(session.user_id, pin);
   kick("unlock");
   return Response.redirect(next, 303);
 }
@@ -492,6 +631,21 @@ sw.addEventListener("message", (event) => {
       await kick(data.type);
     } else if (data.type === "status") {
       await syncer.refresh({ changed: false });
+    } else if (data.type === "passkey-prf") {
+      // A passkey used or added in a page: its PRF output, made with this person's salt, waits
+      // in memory for the next time the password opens the key.
+      if (typeof data.user_id === "string" && typeof data.credential_id === "string" && data.prf instanceof ArrayBuffer
+          && data.salt === await prfSalt(data.user_id)) {
+        runtime.pendingPasskeys.set(data.user_id, { credentialId: data.credential_id, prf: new Uint8Array(data.prf), at: Date.now() });
+      }
+    } else if (data.type === "passkey-unlock") {
+      const answer = await unlockWithPasskey(data);
+      if (event.ports && event.ports[0]) event.ports[0].postMessage(answer);
+    } else if (data.type === "activity" || data.type === "idle-check") {
+      // Taps and keys count only while unlocked: typing at the lock screen does not open it.
+      const { state, userId } = await enforceIdle();
+      if (state === "active" && data.type === "activity") await markActive(await deviceDb(), /** @type {string} */ (userId), Date.now());
+      else if (state === "short" || state === "cold") reply({ type: "unlock-needed" });
     } else if (data.type === "data-key") {
       // An open page hands back the key after this worker was stopped and started again.
       if (data.key instanceof CryptoKey && typeof data.user_id === "string") {
@@ -591,6 +745,11 @@ async function ready() {
 async function answer(request, url) {
   let session, found, form;
   try {
+    if (!url.pathname.startsWith("/login")) {
+      const { state, userId } = await enforceIdle();
+      if (state === "short" || state === "cold") return toUnlock(request, url);
+      if (state === "active" && request.mode === "navigate") await markActive(await deviceDb(), /** @type {string} */ (userId), Date.now());
+    }
     const held = request.mode === "navigate" ? await lockedSession() : null;
     if (held && await hasSlot(held.user_id)) {
       return Response.redirect(`/device/unlock?next=${encodeURIComponent(url.pathname + url.search)}`, 303);
@@ -618,6 +777,19 @@ async function answer(request, url) {
       text: "The device hit an unexpected problem showing this page. Nothing you saved is lost. Go back and try again.",
     }, { status: 500 });
   }
+}
+
+/**
+ * The device locked while the person was away: a page goes to the unlock screen, and so
+ * does a page whose htmx request arrives now. Signing in as someone else stays open.
+ */
+function toUnlock(request, url) {
+  if (request.mode === "navigate") {
+    return Response.redirect(`/device/unlock?next=${encodeURIComponent(url.pathname + url.search)}`, 303);
+  }
+  const from = request.referrer ? new URL(request.referrer) : null;
+  const back = from && from.origin === location.origin ? from.pathname + from.search : "/";
+  return new Response("", { status: 204, headers: { "HX-Redirect": `/device/unlock?next=${encodeURIComponent(back)}` } });
 }
 
 async function network(request) {

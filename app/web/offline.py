@@ -151,7 +151,10 @@ def session_get():
         escrow_key=current_escrow_keys().public_jwk(),
         device_unlock={"offline_hours": current_app.config["DEVICE_OFFLINE_UNLOCK_HOURS"],
                        "iterations": current_app.config["DEVICE_UNLOCK_ITERATIONS"],
-                       "max_failures": current_app.config["DEVICE_UNLOCK_MAX_FAILURES"]},
+                       "max_failures": current_app.config["DEVICE_UNLOCK_MAX_FAILURES"],
+                       "idle_minutes": current_app.config["DEVICE_IDLE_LOCK_MINUTES"],
+                       "cold_minutes": current_app.config["DEVICE_COLD_LOCK_MINUTES"],
+                       "max_pin_failures": current_app.config["DEVICE_PIN_MAX_FAILURES"]},
         subset_estimate=_subset_estimate(request.args.get("client_id", "")) if clinical else 0,
     )
 

@@ -21,7 +21,7 @@ const encoder = new TextEncoder();
 const escrows = new WeakMap();
 
 /** @param {ArrayBuffer|Uint8Array} bytes */
-function base64url(bytes) {
+export function base64url(bytes) {
   const all = bytes instanceof Uint8Array ? bytes : new Uint8Array(bytes);
   let text = "";
   for (const byte of all) text += String.fromCharCode(byte);

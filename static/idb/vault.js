@@ -35,6 +35,14 @@ export function attachKey(db, key) {
 }
 
 /**
+ * Forget `db`'s key: the device locked while the store stayed open.
+ * @param {object} db
+ */
+export function detachKey(db) {
+  keys.delete(db);
+}
+
+/**
  * @param {object} db
  * @returns {CryptoKey}
  */

@@ -107,6 +107,17 @@ function guardSignOut(event) {
   }
 }
 
+/** The worker hears of taps and keys at most this often: it only needs the minute. */
+const ACTIVITY_EVERY_MS = 15_000;
+let activitySentAt = 0;
+
+/** The person is using the page: the device's idle lock starts counting again. */
+function noteActivity() {
+  if (!userId || Date.now() - activitySentAt < ACTIVITY_EVERY_MS) return;
+  activitySentAt = Date.now();
+  send({ type: "activity", user_id: userId });
+}
+
 /** How long a first sign-in on this device waits for the worker to be ready. */
 const WORKER_WAIT_MS = 8000;
 
@@ -153,7 +164,14 @@ if (worker) {
   document.addEventListener("visibilitychange", () => {
     if (document.visibilityState === "visible") send({ type: "sync" });
   });
-  setInterval(() => send({ type: "sync" }), 30_000);
+  setInterval(() => {
+    send({ type: "sync" });
+    // A page left open: the worker says when the idle lock has come, and the page goes to it.
+    if (userId) send({ type: "idle-check", user_id: userId });
+  }, 30_000);
+  for (const type of ["pointerdown", "keydown", "wheel", "touchstart"]) {
+    document.addEventListener(type, noteActivity, { capture: true, passive: true });
+  }
   document.addEventListener("submit", guardSignOut, true);
   document.addEventListener("submit", waitForWorkerBeforeSignIn, true);
   document.addEventListener("DOMContentLoaded", () => {

@@ -70,18 +70,80 @@ function prfExtension(saltBase64url) {
   return saltBase64url ? { prf: { eval: { first: fromBase64url(saltBase64url) } } } : {};
 }
 
-/**
- * Hand the passkey's PRF output to the service worker, which uses it to unlock this device's
- * encrypted store. Only the worker receives it: it never goes to the server.
- */
-function sendPrf(credential, userId) {
+/** @param {PublicKeyCredential} credential @returns {ArrayBuffer|null} */
+function prfOutput(credential) {
   const results = credential.getClientExtensionResults();
   const first = results && results.prf && results.prf.results && results.prf.results.first;
-  if (!first) return;
+  if (!first) return null;
+  return first instanceof ArrayBuffer ? first : asArrayBuffer(first);
+}
+
+/**
+ * Hand the passkey's PRF output to the service worker, which can then unlock this device's
+ * encrypted store with the passkey too. Only the worker receives it: it never goes to the
+ * server. The salt says which output it is (the worker takes only this person's).
+ */
+function sendPrf(credential, userId, salt) {
+  const prf = prfOutput(credential);
+  if (!prf || !salt) return;
   navigator.serviceWorker?.controller?.postMessage({
-    type: "passkey-prf", userId, credentialId: credential.id,
-    prf: first instanceof ArrayBuffer ? first : asArrayBuffer(first),
+    type: "passkey-prf", user_id: userId, credential_id: credential.id, salt, prf,
   });
+}
+
+/**
+ * The device's unlock screen: the passkey's PRF output opens this person's records without a
+ * connection (the worker holds the key it unwraps). No server checks this assertion, so its
+ * challenge is only random bytes; the authenticator still verifies the person.
+ * @param {HTMLElement} container
+ * @param {HTMLButtonElement} button
+ */
+async function unlockWithPasskey(container, button) {
+  const errorBox = container.querySelector("[data-passkey-error]");
+  if (errorBox) errorBox.hidden = true;
+  const controller = navigator.serviceWorker?.controller;
+  if (!window.PublicKeyCredential || !controller) {
+    showError(errorBox, "This browser cannot use a passkey here. Use your password.");
+    return;
+  }
+  button.disabled = true;
+  try {
+    const ids = (container.dataset.credentials || "").split(" ").filter(Boolean);
+    const credential = /** @type {PublicKeyCredential} */ (await navigator.credentials.get({
+      publicKey: {
+        challenge: crypto.getRandomValues(new Uint8Array(32)),
+        rpId: location.hostname,
+        allowCredentials: ids.map((id) => ({ type: "public-key", id: fromBase64url(id) })),
+        userVerification: "required",
+        timeout: 60_000,
+        extensions: prfExtension(container.dataset.salt || ""),
+      },
+    }));
+    const prf = prfOutput(credential);
+    if (!prf) {
+      showError(errorBox, "This passkey cannot unlock the device. Use your password; nothing was changed.");
+      button.disabled = false;
+      return;
+    }
+    const channel = new MessageChannel();
+    const answer = await new Promise((resolve) => {
+      channel.port1.onmessage = (event) => resolve(event.data);
+      controller.postMessage({ type: "passkey-unlock", user_id: userIdOnPage(), credential_id: credential.id, prf },
+        [channel.port2]);
+    });
+    if (answer && answer.ok) {
+      window.location.assign(container.dataset.next || "/");
+      return;
+    }
+    showError(errorBox, (answer && answer.message) || PASSKEY_NOT_USED);
+  } catch (error) {
+    showError(errorBox, messageFor(error));
+  }
+  button.disabled = false;
+}
+
+function userIdOnPage() {
+  return document.querySelector('meta[name="clinic-user"]')?.getAttribute("content") || "";
 }
 
 /** @param {ArrayBufferView} view */
@@ -150,7 +212,7 @@ async function signInWithPasskey(container, button) {
         userHandle: toBase64url(response.userHandle),
       }),
     }, csrfTokenFor(container));
-    sendPrf(credential, answer.user_id);
+    sendPrf(credential, answer.user_id, options.prf_salt);
     window.location.assign(answer.redirect || "/");
   } catch (error) {
     showError(errorBox, messageFor(error));
@@ -191,7 +253,7 @@ async function addPasskey(form) {
       }),
     }, csrfTokenFor(form));
     // Some authenticators give the PRF output at creation already; others only at sign-in.
-    sendPrf(credential, answer.user_id);
+    sendPrf(credential, answer.user_id, options.prf_salt);
     window.location.assign(answer.redirect || "/account");
   } catch (error) {
     showError(errorBox, messageFor(error));
@@ -200,6 +262,13 @@ async function addPasskey(form) {
 }
 
 document.addEventListener("click", (event) => {
+  const unlock = /** @type {Element} */ (event.target).closest?.("[data-passkey-unlock-button]");
+  const unlockBox = unlock && unlock.closest("[data-passkey-unlock]");
+  if (unlock && unlockBox) {
+    event.preventDefault();
+    unlockWithPasskey(/** @type {HTMLElement} */ (unlockBox), /** @type {HTMLButtonElement} */ (unlock));
+    return;
+  }
   const button = /** @type {Element} */ (event.target).closest?.("[data-passkey-sign-in-button]");
   const container = button && button.closest("[data-passkey-sign-in]");
   if (button && container) {

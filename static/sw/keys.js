@@ -7,6 +7,11 @@
 // device learns it only from a sign-in the server accepted, so a mistyped secret can never
 // lock records away. Wrong guesses are counted here, outside the encrypted store; too many
 // remove the slot, never the store (the queue in it waits for a new slot).
+//
+// A passkey whose authenticator has the PRF extension can hold a second slot: the data key
+// wrapped under a key derived (HKDF-SHA256) from the passkey's PRF output for this person's
+// salt. The output never leaves the device. Such a slot is made only when the raw key is at
+// hand: when a slot is made, or the password opens one.
 import { decryptBytes, encryptBytes, importDataKey, newDataKey } from "/static/idb/vault.js";
 
 export const MIN_ITERATIONS = 600_000;
@@ -17,8 +22,12 @@ const SLOTS = "keyslots";
  * @typedef {{salt: Uint8Array, iterations: number, hash: "SHA-256", wrapped: Uint8Array}} SecretSlot
  * @typedef {{user_id: string, secret: SecretSlot|null, failures: number,
  *   last_sign_in_at: string|null, last_server_time: string|null, offline_hours: number,
- *   max_failures: number}} Slots
- * @typedef {{offline_hours: number, iterations: number, max_failures: number}} UnlockPolicy
+ *   max_failures: number, last_active_at?: number, idle_minutes?: number,
+ *   cold_minutes?: number, max_pin_failures?: number, pin_failures?: number,
+ *   pin?: import("/static/sw/idle.js").PinSlot, passkeys?: Record<string, {wrapped: Uint8Array}>}} Slots
+ * @typedef {{credentialId: string, prf: Uint8Array}} PrfOutput a passkey's PRF output for this person's salt
+ * @typedef {{offline_hours: number, iterations: number, max_failures: number,
+ *   idle_minutes?: number, cold_minutes?: number, max_pin_failures?: number}} UnlockPolicy
  */
 
 const encoder = new TextEncoder();
@@ -54,17 +63,19 @@ export function slotsOf(deviceDb, userId) {
  * @param {string} secret
  * @param {UnlockPolicy} policy
  * @param {{raw: Uint8Array, key: CryptoKey}} [fresh] a key already made (newDataKey)
+ * @param {PrfOutput|null} [passkey] a passkey to wrap the key under as well
  * @returns {Promise<CryptoKey>}
  */
-export async function createSlots(deviceDb, userId, secret, policy, fresh) {
+export async function createSlots(deviceDb, userId, secret, policy, fresh, passkey) {
   const { raw, key } = fresh ?? await newDataKey();
   try {
     const secretSlot = await wrapUnder(userId, raw, secret, policy.iterations);
     /** @type {Slots} */
     const slots = {
       user_id: userId, secret: secretSlot, failures: 0, last_sign_in_at: null,
-      last_server_time: null, offline_hours: policy.offline_hours, max_failures: policy.max_failures,
+      last_server_time: null, last_active_at: Date.now(), ...lockRules(policy),
     };
+    if (passkey) await addPasskeySlot(slots, userId, raw, passkey);
     await deviceDb.put(SLOTS, slots, userId);
     return key;
   } finally {
@@ -93,9 +104,10 @@ async function wrapUnder(userId, raw, secret, iterations) {
  * @param {string} userId
  * @param {string} secret
  * @param {UnlockPolicy} [policy]
+ * @param {PrfOutput|null} [passkey] a passkey to wrap the key under as well, once it opens
  * @returns {Promise<CryptoKey|null>} null when the secret does not open it
  */
-export async function tryUnwrap(deviceDb, userId, secret, policy) {
+export async function tryUnwrap(deviceDb, userId, secret, policy, passkey) {
   const slots = await slotsOf(deviceDb, userId);
   if (!slots || !slots.secret) return null;
   const { salt, iterations, wrapped } = slots.secret;
@@ -106,14 +118,70 @@ export async function tryUnwrap(deviceDb, userId, secret, policy) {
     return null;
   }
   try {
-    if (policy && policy.iterations > iterations) {
-      slots.secret = await wrapUnder(userId, raw, secret, policy.iterations);
-      await deviceDb.put(SLOTS, slots, userId);
-    }
+    const raise = policy && policy.iterations > iterations;
+    if (raise) slots.secret = await wrapUnder(userId, raw, secret, policy.iterations);
+    if (passkey) await addPasskeySlot(slots, userId, raw, passkey);
+    if (raise || passkey) await deviceDb.put(SLOTS, slots, userId);
     return await importDataKey(raw);
   } finally {
     raw.fill(0);
   }
+}
+
+/** @param {string} userId @param {string} credentialId */
+const passkeyContext = (userId, credentialId) => `data-key\u0000${userId}\u0000passkey\u0000${credentialId}`;
+
+/** @param {Uint8Array} prf @param {string} userId */
+async function keyFromPrf(prf, userId) {
+  const material = await crypto.subtle.importKey("raw", prf, "HKDF", false, ["deriveKey"]);
+  return crypto.subtle.deriveKey(
+    { name: "HKDF", hash: "SHA-256", salt: new Uint8Array(0), info: encoder.encode(`clinic-record device unlock\u0000${userId}`) },
+    material, { name: "AES-GCM", length: 256 }, false, ["encrypt", "decrypt"]);
+}
+
+/**
+ * @param {Slots} slots
+ * @param {string} userId
+ * @param {Uint8Array} raw
+ * @param {PrfOutput} passkey
+ */
+async function addPasskeySlot(slots, userId, raw, passkey) {
+  const wrapping = await keyFromPrf(passkey.prf, userId);
+  slots.passkeys = { ...(slots.passkeys || {}),
+    [passkey.credentialId]: { wrapped: await encryptBytes(wrapping, passkeyContext(userId, passkey.credentialId), raw) } };
+}
+
+/**
+ * Open the key with a passkey's PRF output; nothing is counted here either.
+ * @param {any} deviceDb
+ * @param {string} userId
+ * @param {PrfOutput} passkey
+ * @returns {Promise<CryptoKey|null>}
+ */
+export async function tryUnwrapWithPasskey(deviceDb, userId, passkey) {
+  const slots = await slotsOf(deviceDb, userId);
+  const slot = slots && slots.passkeys && slots.passkeys[passkey.credentialId];
+  if (!slot) return null;
+  let raw;
+  try {
+    raw = await decryptBytes(await keyFromPrf(passkey.prf, userId), passkeyContext(userId, passkey.credentialId), slot.wrapped);
+  } catch {
+    return null;
+  }
+  try {
+    return await importDataKey(raw);
+  } finally {
+    raw.fill(0);
+  }
+}
+
+/**
+ * The passkeys that can unlock this person's records here.
+ * @param {Slots|undefined} slots
+ * @returns {string[]} credential ids (base64url)
+ */
+export function passkeysOf(slots) {
+  return slots && slots.secret && slots.passkeys ? Object.keys(slots.passkeys) : [];
 }
 
 /**
@@ -129,11 +197,21 @@ export async function recordOnline(deviceDb, userId, session) {
   slots.failures = 0;
   if (session.signed_in_at) slots.last_sign_in_at = session.signed_in_at;
   if (session.server_time) slots.last_server_time = session.server_time;
-  if (session.device_unlock) {
-    slots.offline_hours = session.device_unlock.offline_hours;
-    slots.max_failures = session.device_unlock.max_failures;
-  }
+  if (session.device_unlock) Object.assign(slots, lockRules(session.device_unlock));
   await deviceDb.put(SLOTS, slots, userId);
+}
+
+/**
+ * The organization's rules a slot keeps, to apply them offline.
+ * @param {UnlockPolicy} policy
+ */
+function lockRules(policy) {
+  return {
+    offline_hours: policy.offline_hours, max_failures: policy.max_failures,
+    // Absent from an older server's policy: idle.js has the defaults.
+    idle_minutes: policy.idle_minutes, cold_minutes: policy.cold_minutes,
+    max_pin_failures: policy.max_pin_failures,
+  };
 }
 
 /**
@@ -168,7 +246,10 @@ export async function countFailure(deviceDb, userId) {
   if (!slots) return { attemptsLeft: 0, wiped: true };
   slots.failures += 1;
   const attemptsLeft = Math.max(0, slots.max_failures - slots.failures);
-  if (attemptsLeft === 0) slots.secret = null;
+  if (attemptsLeft === 0) {
+    slots.secret = null;
+    slots.passkeys = {};
+  }
   await deviceDb.put(SLOTS, slots, userId);
   return { attemptsLeft, wiped: attemptsLeft === 0 };
 }

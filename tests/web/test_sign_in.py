@@ -452,3 +452,29 @@ def test_tokens_create_refuses_unknown_and_disabled_users(app, world):
     disabled = runner.invoke(args=["tokens", "create", nurse.username])
     assert disabled.exit_code != 0
     assert count(ApiToken) == 0
+
+
+def test_a_request_under_way_does_not_wipe_the_message_a_saved_form_left(
+        app, world, client_for, register):
+    """The tablet's worker sends its own requests while a person saves a form: one sent with
+    the cookie from before the save, answered after it, must not put that cookie back."""
+    pid = register(world.actor(r.REGISTRATION_CLERK))
+    nurse = client_for(world.user(r.NURSE, "A"))
+    with nurse.session_transaction() as kept:
+        kept.permanent = True  # as a sign-in makes it (sessions.start)
+    name = app.config["SESSION_COOKIE_NAME"]
+    assert nurse.get(f"/patients/{pid}/notes").status_code == 200  # the form, as opened
+    before_save = nurse.get_cookie(name).value
+    saved = answer(nurse.post, f"/patients/{pid}/notes", data={"text": "Feeling better."})
+    assert saved.status_code == 303, saved.status_code
+
+    under_way = app.test_client()
+    under_way.set_cookie(name, before_save)
+    late = under_way.get("/app/session.json", headers={"Accept": "application/json"})
+    assert late.status_code == 200
+    for header in late.headers.getlist("Set-Cookie"):  # the browser keeps the last one set
+        if header.startswith(f"{name}="):
+            nurse.set_cookie(name, header.split(";", 1)[0].split("=", 1)[1])
+
+    chart = nurse.get(saved.headers["Location"])
+    assert "Note saved as a draft." in chart.get_data(as_text=True)
