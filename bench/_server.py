@@ -1,0 +1,129 @@
+"""The app as production runs it: the Procfile's gunicorn line, on 127.0.0.1, and a client
+that drains a device's outbox through POST /sync/v1/push, one request in flight."""
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import subprocess
+import time
+from collections import Counter
+from pathlib import Path
+
+from _backends import app_env
+from _paths import ROOT, stop_process
+
+
+def procfile_web() -> str:
+    for line in (ROOT / "Procfile").read_text().splitlines():
+        if line.startswith("web:"):
+            # Loopback only: a benchmark listens on nothing else.
+            return line[4:].strip().replace("0.0.0.0", "127.0.0.1")
+    raise RuntimeError("no web: line in Procfile")
+
+
+class Gunicorn:
+    def __init__(self, urls: tuple[str, str], port: int, log: Path, workers: int, threads: int):
+        env = {**app_env(*urls), "PORT": str(port), "WEB_CONCURRENCY": str(workers),
+               "GUNICORN_THREADS": str(threads)}
+        self.port = port
+        self.command = procfile_web()
+        self.log = open(log, "ab")
+        self.proc = subprocess.Popen(["bash", "-c", "exec " + self.command], cwd=ROOT, env=env,
+                                     stdout=self.log, stderr=subprocess.STDOUT)
+        self._wait_ready()
+        self.workers = self._children()
+
+    def _wait_ready(self):
+        for _ in range(150):  # at most ~30 s
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"gunicorn exited ({self.proc.returncode}); see {self.log.name}")
+            try:
+                con = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
+                con.request("GET", "/sync/v1/openapi.json")
+                if con.getresponse().status == 200:
+                    con.close()
+                    return
+            except OSError:
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"gunicorn did not answer on 127.0.0.1:{self.port}")
+
+    def _children(self) -> list[int]:
+        kids = []
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    stat = Path(f"/proc/{entry}/stat").read_text()
+                except OSError:
+                    continue
+                if int(stat[stat.rindex(")") + 2:].split()[1]) == self.proc.pid:
+                    kids.append(int(entry))
+        return kids
+
+    def cpu_seconds(self) -> float:
+        """User+system CPU of the master and its workers so far (Linux /proc)."""
+        total = 0.0
+        for pid in [self.proc.pid, *self.workers]:
+            try:
+                stat = Path(f"/proc/{pid}/stat").read_text()
+            except OSError:
+                continue
+            f = stat[stat.rindex(")") + 2:].split()
+            total += (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+        return total
+
+    def stop(self):
+        stop_process(self.proc, self.log)
+
+
+class Pusher:
+    """A device draining its outbox: sequential requests on one keep-alive connection."""
+
+    def __init__(self, port: int, token: str):
+        self.port = port
+        self.headers = {"Content-Type": "application/json", "Accept": "application/json",
+                        "Authorization": f"Bearer {token}"}
+        self.con = None
+
+    def _post(self, body: bytes) -> tuple[int, bytes]:
+        for attempt in range(2):
+            if self.con is None:
+                self.con = http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
+            try:
+                self.con.request("POST", "/sync/v1/push", body, self.headers)
+                resp = self.con.getresponse()
+                data = resp.read()
+                if resp.getheader("Connection", "").lower() == "close":
+                    self.con.close()
+                    self.con = None
+                return resp.status, data
+            except (http.client.RemoteDisconnected, ConnectionError, http.client.BadStatusLine):
+                # An idle keep-alive connection the server closed: resend (a push is idempotent).
+                self.con.close()
+                self.con = None
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")
+
+    def run(self, bodies: list[bytes]) -> dict:
+        statuses = Counter()
+        http_codes = Counter()
+        t0 = time.perf_counter()
+        for body in bodies:
+            code, data = self._post(body)
+            http_codes[code] += 1
+            if code == 200:
+                for r in json.loads(data)["results"]:
+                    statuses[r["status"]] += 1
+            else:
+                statuses[f"http {code}: {data[:200]!r}"] += 1
+        seconds = time.perf_counter() - t0
+        return {"seconds": seconds, "statuses": dict(statuses), "http": dict(http_codes),
+                "requests": len(bodies)}
+
+    def close(self):
+        if self.con is not None:
+            self.con.close()
+            self.con = None
