@@ -9,7 +9,7 @@ from app.models.sealed import open_result
 from app.models.types import utcnow
 from app.services import audit
 from app.services.actor import Actor
-from app.services.apply import apply, rejected_result, same_payload
+from app.services.apply import apply, rejected_result, same_payload, stored_results
 from app.services.results import DUPLICATE, REJECTED, Mutation, Rejection, Result, patient_of
 from sync_api.subset import allowed_categories, for_device
 
@@ -23,13 +23,16 @@ def push_batch(actor: Actor, client: SyncClient, wire_mutations: list[dict]) -> 
     results: list[Result] = []
     new: list[tuple[Mutation, Result]] = []
     gap_at: int | None = None
-    for body in wire_mutations:
-        mutation = Mutation.from_wire(body, client.client_id)
-        if mutation.seq <= client.last_seq:
-            result = _resent(mutation, client.client_id)
-        elif mutation.seq == client.last_seq + 1:
-            result = apply(mutation, actor, source="sync")
-            client.last_seq = mutation.seq
+    mutations = [Mutation.from_wire(body, client.client_id) for body in wire_mutations]
+    stored = stored_results([m.mid for m in mutations])
+    # Kept here and written once: every flush in apply() would otherwise update the client row.
+    last_seq = client.last_seq
+    for mutation in mutations:
+        if mutation.seq <= last_seq:
+            result = _resent(mutation, client.client_id, stored)
+        elif mutation.seq == last_seq + 1:
+            result = apply(mutation, actor, source="sync", stored_by_mid=stored)
+            last_seq = mutation.seq
             if result.status != DUPLICATE:
                 new.append((mutation, result))
         else:
@@ -37,6 +40,7 @@ def push_batch(actor: Actor, client: SyncClient, wire_mutations: list[dict]) -> 
             break
         result.seq = mutation.seq
         results.append(result)
+    client.last_seq = last_seq
     client.last_push_at = utcnow()
     _audit(actor, client.client_id, new)
     response = {"results": [_for_device(r, actor) for r in results], "last_seq": client.last_seq}
@@ -65,8 +69,8 @@ def _for_device(result: Result, actor: Actor) -> dict:
     return body
 
 
-def _resent(mutation: Mutation, client_id: str) -> Result:
-    stored = db.session.get(MutationResult, mutation.mid)
+def _resent(mutation: Mutation, client_id: str, stored_by_mid: dict[str, MutationResult]) -> Result:
+    stored = stored_by_mid.get(mutation.mid)
     if stored is not None:
         if not same_payload(stored, mutation) or stored.client_id != client_id:
             return _reject(mutation, "mid_reused",

@@ -6,6 +6,7 @@ transaction. It flushes and never commits.
 """
 from __future__ import annotations
 
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from app.domain.mutations import ENVELOPE_SCHEMA, MUTATION_TYPES
@@ -30,8 +31,22 @@ def same_payload(stored: MutationResult, mutation: Mutation) -> bool:
                                    mutation.payload_hash())
 
 
-def apply(mutation: Mutation, actor: Actor, source: str) -> Result:
-    stored = db.session.get(MutationResult, mutation.mid)
+def stored_results(mids: list[str]) -> dict[str, MutationResult]:
+    """The stored answers among `mids`, in one query: a push looks its whole batch up at once
+    instead of asking once per mutation (most are new, and a miss always costs a query)."""
+    found: dict[str, MutationResult] = {}
+    for start in range(0, len(mids), 500):  # SQLite's bound-parameter limit
+        found.update((r.mid, r) for r in db.session.scalars(
+            select(MutationResult).where(MutationResult.mid.in_(mids[start:start + 500]))))
+    return found
+
+
+def apply(mutation: Mutation, actor: Actor, source: str,
+          stored_by_mid: dict[str, MutationResult] | None = None) -> Result:
+    """`stored_by_mid`: the batch's stored answers (stored_results), kept up to date here,
+    so a mid sent twice in one batch is still answered from the first."""
+    stored = (stored_by_mid.get(mutation.mid) if stored_by_mid is not None
+              else db.session.get(MutationResult, mutation.mid))
     if stored is not None:
         # Another device's mutation id (or a form's) is not this device's to replay.
         if not same_payload(stored, mutation) or stored.client_id != mutation.client_id:
@@ -56,12 +71,15 @@ def apply(mutation: Mutation, actor: Actor, source: str) -> Result:
         raise  # a database fault is transient: the caller rolls back and the client retries
 
     result.seq = mutation.seq
-    db.session.add(MutationResult(
+    row = MutationResult(
         mid=mutation.mid, client_id=mutation.client_id, seq=mutation.seq, type=mutation.type,
         payload_hash=mutation.payload_hash(current_cipher().payload_key), status=result.status,
         result=seal_result(result.to_wire()),
-        user_id=actor.user_id, source=source, client_ts=mutation.client_ts))
+        user_id=actor.user_id, source=source, client_ts=mutation.client_ts)
+    db.session.add(row)
     db.session.flush()
+    if stored_by_mid is not None:
+        stored_by_mid[mutation.mid] = row
     return result
 
 
