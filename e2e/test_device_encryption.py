@@ -121,6 +121,14 @@ def test_a_patient_registered_offline_leaves_no_readable_trace_in_the_profile(br
         patient_id = register(page, live_server, "Amina", canary, phone="0700 123 456")
         open_from_device(page, f"{live_server.url}/patients/{patient_id}")
         assert canary in page.content()  # the person sees it; the disk must not
+        # Searched for by name, typed and then with the button: the term stays out of the
+        # address, and so out of the browser's history.
+        open_from_device(page, f"{live_server.url}/patients")
+        page.fill("#q", canary)
+        expect(page.locator("#results")).to_contain_text(canary)
+        page.get_by_role("button", name="Search").click()
+        expect(page.locator("#results")).to_contain_text(canary)
+        assert canary not in page.url
     found = _traces(profile, canary)
     assert found == [], found
 
