@@ -11,6 +11,10 @@ from sqlalchemy.orm import Session
 
 CHANNEL = "clinic_changes"
 _PENDING = "pokes_pending"
+# Clinics already notified in the open transaction. PostgreSQL delivers one notification per
+# channel and payload per transaction anyway; sending it again is only a round trip per
+# mutation of a batch.
+_SENT = "pokes_sent"
 
 
 def announce(clinic_id: str | None) -> None:
@@ -30,11 +34,24 @@ def _notify(session: Session) -> None:
     bind = session.get_bind()
     if bind.dialect.name != "postgresql":
         return
-    for clinic_id in sorted(clinics):
+    sent = session.info.setdefault(_SENT, set())
+    for clinic_id in sorted(clinics - sent):
         session.execute(text("SELECT pg_notify(:channel, :clinic)"),
                         {"channel": CHANNEL, "clinic": clinic_id})
+    sent.update(clinics)
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _ended(session: Session, transaction) -> None:
+    # However the outermost transaction ends (commit, rollback, close), the next one has
+    # sent nothing yet; a savepoint ending keeps the outer transaction's record.
+    if transaction.parent is None:
+        session.info.pop(_SENT, None)
 
 
 @event.listens_for(Session, "after_rollback")
 def _forget(session: Session) -> None:
+    # A savepoint's rollback lands here too; forgetting what was sent then costs at most one
+    # NOTIFY more, never a lost one.
     session.info.pop(_PENDING, None)
+    session.info.pop(_SENT, None)

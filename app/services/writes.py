@@ -14,7 +14,7 @@ from app.models.types import utcnow
 from app.services.actor import Actor
 from app.services.results import APPLIED, CONFLICT, Mutation, Rejection, Result
 from app.services import pokes
-from app.services.scope import patient_visible
+from app.services.scope import visible_in_clinic
 
 
 @dataclass
@@ -35,10 +35,16 @@ class WriteContext:
 
     def require_patient(self, patient_id: str, lock: bool = False) -> Patient:
         # A patient outside the actor's clinic is reported exactly like a missing one,
-        # so ids cannot be probed across clinics.
-        if not patient_visible(patient_id, self.actor.clinic_id):
+        # so ids cannot be probed across clinics. One query answers both.
+        query = select(Patient).where(Patient.id == patient_id)
+        if self.actor.clinic_id:
+            query = query.where(visible_in_clinic(self.actor.clinic_id))
+        if lock:
+            query = query.with_for_update(of=Patient)
+        patient = db.session.execute(query).scalar_one_or_none() if self.actor.clinic_id else None
+        if patient is None:
             raise Rejection("not_found", f"Patient {patient_id} was not found in this clinic.")
-        return self.load(Patient, patient_id, "Patient", lock=lock)
+        return patient
 
     def require_own_clinic(self, clinic_id: str | None) -> str:
         clinic_id = clinic_id or self.actor.clinic_id
