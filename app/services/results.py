@@ -6,6 +6,8 @@ import hmac
 import json
 from dataclasses import dataclass, field
 
+from app.domain.ids import is_uuid
+
 APPLIED = "applied"
 DUPLICATE = "duplicate"
 CONFLICT = "conflict"
@@ -105,4 +107,6 @@ def patient_of(mutation: Mutation, result: Result) -> str | None:
     if mutation.entity == "patient":
         return mutation.entity_id
     record = result.record or {}
-    return record.get("patient_id") or mutation.data.get("patient_id")
+    named = record.get("patient_id") or mutation.data.get("patient_id")
+    # A refused mutation's data was never checked: only an id-shaped value names a patient.
+    return named if is_uuid(named) else None

@@ -16,7 +16,8 @@ from sqlalchemy import func, select
 from app.domain import roles as r
 from app.domain.ids import new_id
 from app.extensions import db
-from app.models import ApiToken, ChangeLog, MutationResult, Patient, SyncClient, UserSession
+from app.models import (ApiToken, AuditEvent, ChangeLog, MutationResult, Patient, SyncClient,
+                        UserSession)
 from app.models.types import utcnow
 from sync_api.cursor import Cursor
 from tests.conftest import config
@@ -678,3 +679,18 @@ def test_a_wrong_method_or_path_answers_json(clerk, before, method, path, status
     if status == 405:
         assert response.headers.get("Allow")
     assert state() == before
+
+
+@pytest.mark.parametrize("named", [{"nested": ["object"]}, ["a", "list"], 7, "not-an-id"])
+def test_a_refused_mutation_naming_its_patient_oddly_is_answered_and_audited(
+        clerk, world, named):
+    """A mutation refused for its data still gets its answer, and the access log its event:
+    an odd `patient_id` in unchecked data must not break the log (and so the whole push)."""
+    pushed = send(clerk, PUSH, body_for(PUSH, mutations=[{
+        "mid": new_id(), "seq": 2, "type": "patient.identifier.add",
+        "entity": "patient_identifier", "entity_id": new_id(), "data": {"patient_id": named}}]))
+    assert pushed.status_code == 200, pushed.get_json()
+    assert pushed.get_json()["results"][0]["status"] == "rejected"
+    db.session.rollback()
+    assert db.session.scalar(select(func.count()).select_from(AuditEvent).where(
+        AuditEvent.action == "mutation.patient.identifier.add")) == 1
