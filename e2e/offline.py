@@ -214,3 +214,28 @@ def queue_notes(page, patient_id: str, texts: list[str]) -> None:
     queued by the worker (answered with the redirect to the chart)."""
     answers = page.evaluate(_POST_NOTES, [patient_id, texts])
     assert answers == ["redirect"] * len(texts), answers
+
+
+# The signed-in person's key slot on the device, read or changed as the worker keeps it.
+KEY_SLOT = """async (change) => {
+  const ask = (r) => new Promise((ok, no) => { r.onsuccess = () => ok(r.result); r.onerror = () => no(r.error); });
+  const device = await ask(indexedDB.open("clinic-record-device"));
+  try {
+    const userId = await ask(device.transaction("device").objectStore("device").get("current_user_id"));
+    const tx = device.transaction("keyslots", "readwrite");
+    const slots = await ask(tx.objectStore("keyslots").get(userId));
+    if (change && change.idle_minutes != null) {
+      slots.last_active_at = Date.now() - change.idle_minutes * 60000;
+      await ask(tx.objectStore("keyslots").put(slots, userId));
+    }
+    return { user_id: userId, last_active_at: slots.last_active_at, has_pin: Boolean(slots.pin),
+             pin_failures: slots.pin_failures || 0, secret: Boolean(slots.secret) };
+  } finally {
+    device.close();
+  }
+}"""
+
+
+def away_for(page, minutes: float) -> dict:
+    """As if nobody had touched the device for `minutes` (negative: its clock was set back)."""
+    return page.evaluate(KEY_SLOT, {"idle_minutes": minutes})

@@ -13,8 +13,9 @@ import pytest
 from playwright.sync_api import expect
 
 from e2e.helpers import audit_db, server_db, sign_in
-from e2e.offline import (expect_synced, go_offline, go_online, launch_profile, open_from_device,
-                         register, signed_in_state, unlock_when_asked, wait_until_ready)
+from e2e.offline import (KEY_SLOT, away_for, expect_synced, go_offline, go_online, launch_profile,
+                         open_from_device, register, signed_in_state, unlock_when_asked,
+                         wait_until_ready)
 
 pytestmark = pytest.mark.e2e
 
@@ -60,36 +61,11 @@ def _ready(page, live_server, user, pin: str | None = None) -> None:
     wait_until_ready(page)
 
 
-# The signed-in person's key slot on the device, read or changed as the worker keeps it.
-_SLOT = """async (change) => {
-  const ask = (r) => new Promise((ok, no) => { r.onsuccess = () => ok(r.result); r.onerror = () => no(r.error); });
-  const device = await ask(indexedDB.open("clinic-record-device"));
-  try {
-    const userId = await ask(device.transaction("device").objectStore("device").get("current_user_id"));
-    const tx = device.transaction("keyslots", "readwrite");
-    const slots = await ask(tx.objectStore("keyslots").get(userId));
-    if (change && change.idle_minutes != null) {
-      slots.last_active_at = Date.now() - change.idle_minutes * 60000;
-      await ask(tx.objectStore("keyslots").put(slots, userId));
-    }
-    return { user_id: userId, last_active_at: slots.last_active_at, has_pin: Boolean(slots.pin),
-             pin_failures: slots.pin_failures || 0, secret: Boolean(slots.secret) };
-  } finally {
-    device.close();
-  }
-}"""
-
-
 def _wait_until(condition, timeout_s: float = 5) -> None:
     deadline = time.monotonic() + timeout_s
     while not condition():
         assert time.monotonic() < deadline, "the device did not record it in time"
         time.sleep(0.1)
-
-
-def _away_for(page, minutes: float) -> dict:
-    """As if nobody had touched the device for `minutes` (negative: its clock was set back)."""
-    return page.evaluate(_SLOT, {"idle_minutes": minutes})
 
 
 def test_the_scan_finds_a_name_kept_in_the_clear(browser, live_server, tmp_path):
@@ -223,17 +199,17 @@ def test_a_device_left_alone_locks_behind_the_pin_and_later_behind_the_password(
     state = signed_in_state(browser, live_server, user)
     with _tablet(browser, tmp_path / "tablet", state) as (context, page):
         _ready(page, live_server, user, pin="2468")
-        assert page.evaluate(_SLOT, None)["has_pin"]
+        assert page.evaluate(KEY_SLOT, None)["has_pin"]
         patients = live_server.url + "/patients"
         go_offline(context)
 
         # Taps count as use: the idle time starts again.
-        before = _away_for(page, 4)["last_active_at"]
+        before = away_for(page, 4)["last_active_at"]
         page.mouse.click(5, 5)
-        _wait_until(lambda: page.evaluate(_SLOT, None)["last_active_at"] > before)
+        _wait_until(lambda: page.evaluate(KEY_SLOT, None)["last_active_at"] > before)
 
         # A few minutes away: the PIN opens it again, offline, with the key still in memory.
-        _away_for(page, 6)
+        away_for(page, 6)
         page.goto(patients)
         assert "/device/unlock" in page.url
         assert page.locator("h1").inner_text() == "Locked while you were away"
@@ -246,7 +222,7 @@ def test_a_device_left_alone_locks_behind_the_pin_and_later_behind_the_password(
         open_from_device(page, patients)
 
         # An open page goes to the lock screen by itself once the idle time has passed.
-        user_id = _away_for(page, 6)["user_id"]
+        user_id = away_for(page, 6)["user_id"]
         page.evaluate("""(userId) => navigator.serviceWorker.controller.postMessage(
             { type: "idle-check", user_id: userId })""", user_id)
         page.wait_for_url(lambda url: "/device/unlock" in url)
@@ -264,14 +240,14 @@ def test_a_device_left_alone_locks_behind_the_pin_and_later_behind_the_password(
 
         # An hour away, or a clock set back to look like less: the password, not the PIN.
         for minutes in (61, -10):
-            _away_for(page, minutes)
+            away_for(page, minutes)
             page.goto(patients)
             assert page.locator("#unlock").get_attribute("data-unlock-mode") == "cold", minutes
             page.fill("#unlock-password", user["password"])
             page.click("#unlock button[type=submit]")
             page.wait_for_url(lambda url: url.endswith("/patients"))
         open_from_device(page, patients)
-        assert page.evaluate(_SLOT, None)["has_pin"]  # the PIN stays for the next short break
+        assert page.evaluate(KEY_SLOT, None)["has_pin"]  # the PIN stays for the next short break
 
 
 def test_a_passkey_unlocks_the_device_offline(live_server, new_context):
@@ -306,7 +282,7 @@ def test_a_passkey_unlocks_the_device_offline(live_server, new_context):
     wait_until_ready(page)
 
     # An hour later, with no connection: the passkey alone opens the records.
-    _away_for(page, 61)
+    away_for(page, 61)
     go_offline(context)
     patients = site.url + "/patients"
     page.goto(patients)

@@ -3,11 +3,12 @@ the next person never sees what the last one kept there, and every change carrie
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
 from e2e.helpers import server_db, sign_in
-from e2e.offline import (device_store, expect_synced, go_offline, go_online, register,
+from e2e.offline import (away_for, device_store, expect_synced, go_offline, go_online, register,
                          unique_family, wait_until_ready)
 
 pytestmark = pytest.mark.e2e
@@ -48,12 +49,18 @@ def test_two_people_share_a_tablet_without_seeing_each_others_records(new_contex
     wait_until_ready(page, clerk)
     clerk_id = device_store(page)["user_id"]
 
-    # The clerk registers a patient with no connection, and signs out before it is sent.
+    # The clerk registers a patient with no connection and walks away before it is sent; the
+    # tablet locks. The next person signs the clerk out from the lock screen itself.
     family = unique_family("Shared")
     go_offline(context)
     patient_id = register(page, live_server, "Amina", family)
     assert device_store(page)["outbox"] == 1
-    _sign_out(page)
+    away_for(page, 6)
+    page.goto(f"{live_server.url}/patients")
+    assert "/device/unlock" in page.url
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.locator("#unlock").get_by_role("button", name=re.compile(r"^Sign .* out$")).click()
+    page.wait_for_url(lambda url: "/login" in url)
 
     # The clinician takes the tablet: a store of their own, without the clerk's patient.
     go_online(context, page)
