@@ -16,9 +16,8 @@ from pathlib import Path
 
 from _paths import use_repo
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
+use_repo()
+from e2e.chromium import CHROMIUM, CHROMIUM_ARGS  # noqa: E402 (the repository is on the path now)
 CLK = os.sysconf("SC_CLK_TCK")
 
 

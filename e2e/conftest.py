@@ -19,20 +19,12 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import sync_playwright
 
+from e2e.chromium import CHROMIUM, CHROMIUM_ARGS
 from tests import gunicorn
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 ARTIFACTS = HERE / "artifacts"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",  # root in a container has no usable sandbox
-    "--disable-gpu",
-    # Keep the browser from calling home: the machine has no general network.
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 STARTUP_TIMEOUT_S = 30
 
 

@@ -9,6 +9,7 @@ from urllib.parse import quote, urlsplit
 
 from playwright.sync_api import expect
 
+from e2e.chromium import CHROMIUM, CHROMIUM_ARGS
 from e2e.helpers import sign_in
 
 READY_TIMEOUT_MS = 30_000
@@ -143,7 +144,6 @@ def signed_in_state(browser, live_server, user: dict) -> dict:
 def launch_profile(browser, profile_dir, state: dict | None = None, **kwargs):
     """A whole browser on a profile directory that outlives it (close it and launch again to
     see what a device keeps); the cookies of `state` are added, as a sign-in would set them."""
-    from e2e.conftest import CHROMIUM, CHROMIUM_ARGS
     kwargs.setdefault("viewport", {"width": 1280, "height": 800})
     context = browser.browser_type.launch_persistent_context(
         str(profile_dir), executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True, **kwargs)

@@ -67,7 +67,7 @@ const runtime = {
   serverMessages: false,
   /** @type {Map<string, CryptoKey>} data keys of people unlocked on this device; memory only */
   keys: new Map(),
-  /** @type {{password: string, at: number}|null} the password of a sign-in the server is checking */
+  /** @type {{username: string, password: string, at: number}|null} the password of a sign-in the server is checking */
   pendingSecret: null,
   /** @type {Map<string, {credentialId: string, prf: Uint8Array, at: number}>} a passkey's PRF
    * output, kept until the password next opens the key and it can be wrapped under it too */
@@ -127,16 +127,23 @@ async function open(userId) {
 async function keyFor(userId) {
   const held = runtime.keys.get(userId);
   if (held) return held;
+  // No slot, no key anywhere: a device not set up for them need not wait on its pages.
+  if (!(await hasSlot(userId))) return null;
   const clients = await sw.clients.matchAll({ includeUncontrolled: true, type: "window" });
   if (!clients.length) return null;
   const handed = await new Promise((resolve) => {
-    const timer = setTimeout(() => resolve(null), KEY_HANDOFF_MS);
-    keyWaiters.push((id, key) => {
+    /** @param {string} id @param {CryptoKey} key */
+    const waiter = (id, key) => {
       if (id !== userId) return false;
       clearTimeout(timer);
       resolve(key);
       return true;
-    });
+    };
+    const timer = setTimeout(() => {
+      keyWaiters = keyWaiters.filter((other) => other !== waiter);
+      resolve(null);
+    }, KEY_HANDOFF_MS);
+    keyWaiters.push(waiter);
     for (const client of clients) client.postMessage({ type: "key-wanted", user_id: userId });
   });
   if (!handed) return null;
@@ -175,9 +182,17 @@ async function shareKey(userId) {
  * @param {string} userId
  */
 async function dropKey(userId) {
+  await markCold(await deviceDb(), userId);
+  await lockKey(userId);
+}
+
+/**
+ * The key of `userId` leaves this worker, their open store and every page.
+ * @param {string} userId
+ */
+async function lockKey(userId) {
   runtime.keys.delete(userId);
   if (runtime.db && runtime.db.name === storeName(userId)) detachKey(runtime.db);
-  await markCold(await deviceDb(), userId);
   await shareKey(userId);
 }
 
@@ -196,8 +211,6 @@ async function enforceIdle() {
   return { state, userId };
 }
 
-/** Whether the current person's records are locked on this device. */
-const locked = () => Boolean(runtime.db && runtime.session && !runtime.keys.get(runtime.session.user_id));
 
 async function loadSession() {
   if (runtime.session && runtime.db) return runtime.session;
@@ -216,11 +229,9 @@ async function storeOf() {
 /** Nobody is signed in on this device any more: their store (and queue) stays, unopened. */
 async function forgetUser() {
   const gone = runtime.session?.user_id;
-  if (gone) {
-    // Signing out locks: the next person, or a thief, needs the secret to read anything.
-    runtime.keys.delete(gone);
-    await shareKey(gone);
-  }
+  // Signing out locks: the next person, or a thief, needs the secret to read anything.
+  if (gone) await lockKey(gone);
+  runtime.pendingPasskeys.clear();
   runtime.session = null;
   runtime.db = null;
   runtime.flashes = [];
@@ -260,7 +271,8 @@ async function askWhoIsSignedIn() {
     return null;
   }
   if (runtime.session && runtime.session.user_id !== session.user_id) {
-    runtime.keys.delete(runtime.session.user_id);
+    await lockKey(runtime.session.user_id);
+    runtime.pendingPasskeys.clear();
     syncer.forget();
   }
   await unlockFromSignIn(session);
@@ -309,7 +321,9 @@ async function unlockFromSignIn(session) {
   const pendingSecret = runtime.pendingSecret;
   runtime.pendingSecret = null;
   if (runtime.keys.get(userId)) return;
-  const typed = pendingSecret && Date.now() - pendingSecret.at < PENDING_SECRET_MS ? pendingSecret.password : null;
+  const signedIn = String(session.shell?.user?.username || "").toLowerCase();
+  const typed = pendingSecret && pendingSecret.username === signedIn
+    && Date.now() - pendingSecret.at < PENDING_SECRET_MS ? pendingSecret.password : null;
   if (!typed) {
     await keyFor(userId);
     return;
@@ -419,6 +433,22 @@ const UNLOCK_REFUSALS = {
   "clock-behind": "This device's clock is behind the time the server last gave it, so it cannot be unlocked offline. Correct the date and time, or connect and sign in. Nothing has been removed.",
 };
 
+/** @type {Promise<unknown>} */
+let unlockTurn = Promise.resolve();
+
+/**
+ * Unlock attempts run one after another: each counts its miss before the next is tried, so
+ * guesses sent all at once cannot slip past the limit.
+ * @template T
+ * @param {() => Promise<T>} attempt
+ * @returns {Promise<T>}
+ */
+function oneAtATime(attempt) {
+  const run = unlockTurn.then(attempt, attempt);
+  unlockTurn = run.catch(() => undefined);
+  return run;
+}
+
 /** The unlock screen, and its form. Only the worker answers it. */
 async function unlockPage(request, url) {
   // Opened before this worker heard who is signed in (a first visit): ask now.
@@ -484,7 +514,9 @@ async function unlockPage(request, url) {
  */
 function pendingPasskey(userId) {
   const held = runtime.pendingPasskeys.get(userId);
-  return held && Date.now() - held.at < PENDING_SECRET_MS ? held : null;
+  if (held && Date.now() - held.at < PENDING_SECRET_MS) return held;
+  runtime.pendingPasskeys.delete(userId);
+  return null;
 }
 
 /** The PRF salt of this person's passkeys: the server's `prf_salt` (services/passkeys.py). */
@@ -574,7 +606,8 @@ async function setUpLock(session, password, pin, next, show) {
     return show(`The server could not check the password just now (${reply.status}). Nothing was changed. Try again in a moment.`, 503);
   }
   if (!(await unlockWithVerifiedSecret(session, password))) {
-    return show("This device holds changes saved before it learned how to send them without your previous password. Enter that password to open and send them; nothing has been removed.", 403);
+    // No slot here, so no earlier password can help: only the server's escrow could.
+    return show("Changes saved on this device could not be opened with the server's help just now, so the device was not set up. Nothing has been removed. Try again when the device is connected; if this goes on, tell your administrator.", 503);
   }
   // The store may have been made afresh, or lost its cursor to a new key: set it up again.
   await takeUp(session);
@@ -634,18 +667,24 @@ sw.addEventListener("message", (event) => {
     } else if (data.type === "passkey-prf") {
       // A passkey used or added in a page: its PRF output, made with this person's salt, waits
       // in memory for the next time the password opens the key.
-      if (typeof data.user_id === "string" && typeof data.credential_id === "string" && data.prf instanceof ArrayBuffer
+      const signedIn = (await loadSession())?.user_id;
+      if (data.user_id === signedIn && typeof data.credential_id === "string" && data.prf instanceof ArrayBuffer
           && data.salt === await prfSalt(data.user_id)) {
         runtime.pendingPasskeys.set(data.user_id, { credentialId: data.credential_id, prf: new Uint8Array(data.prf), at: Date.now() });
       }
     } else if (data.type === "passkey-unlock") {
-      const answer = await unlockWithPasskey(data);
+      const answer = await oneAtATime(() => unlockWithPasskey(data));
       if (event.ports && event.ports[0]) event.ports[0].postMessage(answer);
     } else if (data.type === "activity" || data.type === "idle-check") {
       // Taps and keys count only while unlocked: typing at the lock screen does not open it.
       const { state, userId } = await enforceIdle();
       if (state === "active" && data.type === "activity") await markActive(await deviceDb(), /** @type {string} */ (userId), Date.now());
       else if (state === "short" || state === "cold") reply({ type: "unlock-needed" });
+      else if (state === "none" && data.type === "idle-check") {
+        // Locked in another tab (the key dropped): this one must not go on showing records.
+        const held = await lockedSession();
+        if (held && await hasSlot(held.user_id)) reply({ type: "unlock-needed" });
+      }
     } else if (data.type === "data-key") {
       // An open page hands back the key after this worker was stopped and started again.
       if (data.key instanceof CryptoKey && typeof data.user_id === "string") {
@@ -674,7 +713,7 @@ sw.addEventListener("fetch", (event) => {
   }
   if (url.pathname.startsWith("/sync/") || url.pathname.startsWith("/app/")) return;
   if (url.pathname === "/device/unlock") {
-    event.respondWith(unlockPage(request, url));
+    event.respondWith(request.method === "POST" ? oneAtATime(() => unlockPage(request, url)) : unlockPage(request, url));
     return;
   }
   if (url.pathname === "/logout" && request.method === "POST") {
@@ -695,14 +734,21 @@ async function fromCache(request) {
 
 /** A sign-in, or a switch of clinic: once the server has answered, ask it who and where. */
 async function changingWhoOrWhere(request) {
-  if (new URL(request.url).pathname === "/login") {
+  const path = new URL(request.url).pathname;
+  if (path === "/login") {
     // The password opens this person's records on the device once the server accepts the
-    // whole sign-in; until then it stays in memory only, and not for long.
+    // whole sign-in; until then it stays in memory only, not for long, and only for the
+    // username it was typed with.
     const form = await request.clone().formData().catch(() => null);
     const password = form && form.get("password");
-    runtime.pendingSecret = typeof password === "string" && password ? { password, at: Date.now() } : null;
+    const username = form && form.get("username");
+    runtime.pendingSecret = typeof password === "string" && password && typeof username === "string"
+      ? { username: username.trim().toLowerCase(), password, at: Date.now() } : null;
+  } else if (path.startsWith("/login/passkey")) {
+    runtime.pendingSecret = null; // a passkey sign-in types no password
   }
   const response = await network(request);
+  if (path === "/login" && response.status >= 400) runtime.pendingSecret = null; // refused
   if (response.status < 400) await refreshSession();
   return response;
 }

@@ -5,12 +5,11 @@ from sqlalchemy import select
 
 from app.extensions import db
 from app.models import MutationResult, SyncClient
-from app.models.sealed import open_result
 from app.models.types import utcnow
 from app.services import audit
 from app.services.actor import Actor
-from app.services.apply import apply, rejected_result, same_payload, stored_results
-from app.services.results import DUPLICATE, REJECTED, Mutation, Rejection, Result, patient_of
+from app.services.apply import answer_again, apply, rejected_result, stored_results
+from app.services.results import DUPLICATE, Mutation, Rejection, Result, patient_of
 from sync_api.subset import allowed_categories, for_device
 
 
@@ -72,13 +71,7 @@ def _for_device(result: Result, actor: Actor) -> dict:
 def _resent(mutation: Mutation, client_id: str, stored_by_mid: dict[str, MutationResult]) -> Result:
     stored = stored_by_mid.get(mutation.mid)
     if stored is not None:
-        if not same_payload(stored, mutation) or stored.client_id != client_id:
-            return _reject(mutation, "mid_reused",
-                           "This mutation id was already used for a different change.")
-        # A rejected mutation stays rejected: calling a resend of it a duplicate would read
-        # as if it had been applied.
-        status = REJECTED if stored.status == REJECTED else DUPLICATE
-        return Result.from_stored(open_result(stored.result), status)
+        return answer_again(stored, mutation)
     holder = db.session.execute(select(MutationResult.mid).where(
         MutationResult.client_id == client_id, MutationResult.seq == mutation.seq)).scalar()
     detail = "another mutation" if holder else "a mutation whose result is no longer kept"

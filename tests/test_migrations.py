@@ -4,7 +4,6 @@ Each test starts from empty databases (not the migrated template the other tests
 """
 from __future__ import annotations
 
-import os
 
 import flask_migrate
 import pytest

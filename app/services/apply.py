@@ -41,6 +41,18 @@ def stored_results(mids: list[str]) -> dict[str, MutationResult]:
     return found
 
 
+def answer_again(stored: MutationResult, mutation: Mutation) -> Result:
+    """The answer to a mutation whose id already has a stored answer (a resend)."""
+    # Another device's mutation id (or a form's) is not this device's to replay.
+    if not same_payload(stored, mutation) or stored.client_id != mutation.client_id:
+        return rejected_result(mutation, Rejection(
+            "mid_reused", "This mutation id was already used for a different change."))
+    # A rejected mutation was never applied: sent again, it is rejected again, not called a
+    # duplicate (which would read as if it had been applied).
+    return Result.from_stored(open_result(stored.result),
+                              REJECTED if stored.status == REJECTED else DUPLICATE)
+
+
 def apply(mutation: Mutation, actor: Actor, source: str,
           stored_by_mid: dict[str, MutationResult] | None = None) -> Result:
     """`stored_by_mid`: the batch's stored answers (stored_results), kept up to date here,
@@ -48,13 +60,7 @@ def apply(mutation: Mutation, actor: Actor, source: str,
     stored = (stored_by_mid.get(mutation.mid) if stored_by_mid is not None
               else db.session.get(MutationResult, mutation.mid))
     if stored is not None:
-        # Another device's mutation id (or a form's) is not this device's to replay.
-        if not same_payload(stored, mutation) or stored.client_id != mutation.client_id:
-            return rejected_result(mutation, Rejection(
-                "mid_reused", "This mutation id was already used for a different change."))
-        # A rejected mutation was never applied: sent again, it is rejected again.
-        return Result.from_stored(open_result(stored.result),
-                                  REJECTED if stored.status == REJECTED else DUPLICATE)
+        return answer_again(stored, mutation)
 
     try:
         with db.session.begin_nested():

@@ -36,12 +36,13 @@ class WriteContext:
     def require_patient(self, patient_id: str, lock: bool = False) -> Patient:
         # A patient outside the actor's clinic is reported exactly like a missing one,
         # so ids cannot be probed across clinics. One query answers both.
-        query = select(Patient).where(Patient.id == patient_id)
+        patient = None
         if self.actor.clinic_id:
-            query = query.where(visible_in_clinic(self.actor.clinic_id))
-        if lock:
-            query = query.with_for_update(of=Patient)
-        patient = db.session.execute(query).scalar_one_or_none() if self.actor.clinic_id else None
+            query = select(Patient).where(Patient.id == patient_id,
+                                          visible_in_clinic(self.actor.clinic_id))
+            if lock:
+                query = query.with_for_update(of=Patient)
+            patient = db.session.execute(query).scalar_one_or_none()
         if patient is None:
             raise Rejection("not_found", f"Patient {patient_id} was not found in this clinic.")
         return patient

@@ -233,7 +233,8 @@ export async function enqueueIn(tx, mutations, policies) {
   const merged = new Set();
   for (const mutation of mutations) {
     const earlier = lastOpen.get(recordKey(mutation));
-    if (earlier && canMerge(earlier, mutation, policies)) {
+    // An entry queued before the store was encrypted has no parts to add to.
+    if (earlier && "parts" in earlier && canMerge(earlier, mutation, policies)) {
       absorb(earlier, mutation);
       if (!added.has(earlier)) merged.add(earlier);
       stored.push(earlier);

@@ -31,7 +31,8 @@ const LOST_WITH_THE_KEY = ["cursor", "initial_sync", "conflicts", "reports"];
 export async function escrowedParts(db) {
   const [queued, refused] = await Promise.all([db.getAll("outbox"), db.getAll("quarantine")]);
   const entries = [...queued, ...refused.map((/** @type {StoredQuarantined} */ q) => q.mutation)];
-  const parts = entries.flatMap((/** @type {StoredEntry} */ entry) => entry.parts ?? [{ mid: entry.mid }]);
+  // An entry queued before the store was encrypted has no parts: it reads without any key.
+  const parts = entries.flatMap((/** @type {StoredEntry} */ entry) => entry.parts ?? []);
   const escrowed = parts.filter((part) => part.escrow);
   return {
     parts: escrowed.map((part) => ({ mid: part.mid, escrow: part.escrow })),
@@ -50,7 +51,7 @@ export async function escrowedParts(db) {
 export async function rekey(db, key, opened, refusals) {
   const [queued, refused] = await Promise.all([db.getAll("outbox"), db.getAll("quarantine")]);
   /** @param {StoredEntry} entry */
-  const again = async (entry) => ({
+  const again = async (entry) => !("parts" in entry) ? entry : ({
     ...entry,
     parts: await Promise.all(entry.parts.map(async (part) => {
       const said = opened[part.mid];

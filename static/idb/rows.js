@@ -6,7 +6,6 @@ import { writeMeta } from "./meta.js";
 import { decryptJSON, encryptJSON, keyOf } from "./vault.js";
 
 /** @typedef {import("./db.js").Store} Store */
-/** @typedef {import("./db.js").Row} Row */
 /**
  * @typedef {{op?: string, entity: string, id: string, version?: number, record?: any}} Change
  * @typedef {{entity: string, id: string, version?: number, record: any}} Item

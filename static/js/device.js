@@ -135,7 +135,12 @@ function waitForWorkerBeforeSignIn(event) {
   form.dataset.workerWaited = "yes";
   const button = form.querySelector("button[type=submit]");
   if (button) button.textContent = "Preparing this device…";
-  const go = () => form.requestSubmit();
+  let sent = false;
+  const go = () => {
+    if (sent) return;
+    sent = true;
+    form.requestSubmit();
+  };
   const timer = setTimeout(go, WORKER_WAIT_MS);
   worker.addEventListener("controllerchange", () => { clearTimeout(timer); go(); }, { once: true });
 }

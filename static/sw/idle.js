@@ -17,6 +17,8 @@ const SALT_BYTES = 16;
 /** A device clock this far behind the last activity it recorded has been set back. */
 const CLOCK_SLACK_MS = 60_000;
 export const PIN_PATTERN = /^[0-9]{4,8}$/;
+/** Use is recorded at most this often; the idle times are counted in minutes. */
+const RECORD_EVERY_MS = 15_000;
 
 const encoder = new TextEncoder();
 
@@ -55,6 +57,9 @@ export function idleState(slots, nowMs) {
 export async function markActive(deviceDb, userId, nowMs) {
   const slots = await slotsOf(deviceDb, userId);
   if (!slots) return;
+  // Every page load lands here: within the minute the idle lock counts in, once is enough.
+  const recent = slots.last_active_at && nowMs - slots.last_active_at >= 0 && nowMs - slots.last_active_at < RECORD_EVERY_MS;
+  if (recent && !slots.pin_failures) return;
   slots.last_active_at = nowMs;
   slots.pin_failures = 0;
   await deviceDb.put(SLOTS, slots, userId);
