@@ -73,9 +73,12 @@ class Recorder:
         self._listeners = []
         for key, engine in self.engines.items():
             def on_exec(conn, cursor, statement, parameters, context, executemany, key=key):
+                # SQLAlchemy sends an INSERT ... RETURNING on SQLite row by row, flagged as
+                # executemany with one row's parameters.
+                many = executemany and _is_rows(parameters)
                 self.events.append(("exec", key, statement,
-                                    list(parameters) if executemany else parameters,
-                                    executemany, cursor.rowcount))
+                                    list(parameters) if many else _one_row(parameters),
+                                    many, _rows_written(statement, cursor.rowcount)))
 
             def on_commit(conn, key=key):
                 self.events.append(("commit", key))
@@ -135,6 +138,27 @@ class Recorder:
             else:
                 pending[ev[1]] = Counter()
         return rows
+
+
+def _is_rows(parameters) -> bool:
+    first = next(iter(parameters), None)
+    return isinstance(first, (list, tuple, dict))
+
+
+def _one_row(parameters):
+    # SQLAlchemy passes a multi-row INSERT's parameters as a list; sqlite3 takes a sequence
+    # or a mapping but not every sequence type.
+    return tuple(parameters) if isinstance(parameters, list) else parameters
+
+
+def _rows_written(statement: str, rowcount: int) -> int:
+    """sqlite3 reports no rows for an INSERT ... RETURNING until they are read: count the
+    VALUES groups of the statement instead."""
+    upper = statement.lstrip().upper()
+    if rowcount > 0 or not (upper.startswith("INSERT") and "RETURNING" in upper):
+        return rowcount
+    values = upper.split(" VALUES ", 1)
+    return values[1].count("), (") + 1 if len(values) == 2 else 1
 
 
 def _raw(backend, url):

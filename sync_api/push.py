@@ -8,7 +8,7 @@ from app.models import MutationResult, SyncClient
 from app.models.types import utcnow
 from app.services import audit
 from app.services.actor import Actor
-from app.services.apply import answer_again, apply, rejected_result, stored_results
+from app.services.apply import answer_again, apply_in_order, rejected_result, stored_results
 from app.services.results import DUPLICATE, Mutation, Rejection, Result, patient_of
 from sync_api.subset import allowed_categories, for_device
 
@@ -19,24 +19,37 @@ def push_batch(actor: Actor, client: SyncClient, wire_mutations: list[dict]) -> 
     A seq at or below last_seq is a resend and gets its stored answer; the next seq applies;
     a gap stops the batch (409) after everything before it, which the caller still commits.
     """
-    results: list[Result] = []
+    answered: list[tuple[Mutation, Result]] = []
     new: list[tuple[Mutation, Result]] = []
     gap_at: int | None = None
     mutations = [Mutation.from_wire(body, client.client_id) for body in wire_mutations]
     stored = stored_results([m.mid for m in mutations])
     # Kept here and written once: every flush in apply() would otherwise update the client row.
     last_seq = client.last_seq
-    for mutation in mutations:
-        if mutation.seq <= last_seq:
-            result = _resent(mutation, client.client_id, stored)
-        elif mutation.seq == last_seq + 1:
-            result = apply(mutation, actor, source="sync", stored_by_mid=stored)
-            last_seq = mutation.seq
+    # Consecutive new mutations are applied together (apply_in_order), the rest as they come,
+    # so every answer is the one a mutation-by-mutation pass would give.
+    run: list[Mutation] = []
+
+    def apply_run():
+        for mutation, result in zip(run, apply_in_order(run, actor, "sync", stored)):
+            answered.append((mutation, result))
             if result.status != DUPLICATE:
                 new.append((mutation, result))
-        else:
+        run.clear()
+
+    for mutation in mutations:
+        if mutation.seq == last_seq + 1:
+            run.append(mutation)
+            last_seq = mutation.seq
+            continue
+        apply_run()
+        if mutation.seq > last_seq:
             gap_at = mutation.seq
             break
+        answered.append((mutation, _resent(mutation, client.client_id, stored)))
+    apply_run()
+    results = []
+    for mutation, result in answered:
         result.seq = mutation.seq
         results.append(result)
     client.last_seq = last_seq

@@ -40,6 +40,7 @@ class Patient(VersionedEntity, db.Model):
 
     identifiers: Mapped[list[PatientIdentifier]] = relationship(
         order_by="PatientIdentifier.created_at", viewonly=True)
+    RECORD_RELATIONSHIPS = ("identifiers",)
 
     def to_record(self) -> dict:
         record = super().to_record()
@@ -136,6 +137,7 @@ class Note(SealedRow, VersionedEntity, db.Model):
     patient: Mapped[Patient] = relationship(viewonly=True)
     addenda: Mapped[list[NoteAddendum]] = relationship(order_by="NoteAddendum.created_at",
                                                        viewonly=True)
+    RECORD_RELATIONSHIPS = ("addenda",)
 
     def to_record(self) -> dict:
         record = super().to_record()

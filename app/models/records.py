@@ -19,6 +19,8 @@ class RecordMixin:
     """A row that can be written as a plain dict of its RECORD_FIELDS."""
 
     RECORD_FIELDS: tuple[str, ...] = ()
+    # Relationships to_record() reads: a write must load them again before its record is kept.
+    RECORD_RELATIONSHIPS: tuple[str, ...] = ()
 
     def to_record(self) -> dict:
         return {name: to_json_value(getattr(self, name)) for name in self.RECORD_FIELDS}

@@ -17,7 +17,7 @@ from app.models.sealed import current_cipher, open_result, seal_result
 from app.services.actor import Actor
 from app.services.handlers import HANDLERS
 from app.services.results import DUPLICATE, REJECTED, Mutation, Rejection, Result
-from app.services.writes import WriteContext
+from app.services.writes import BatchLookups, WriteContext
 
 
 def check_envelope(body: dict) -> list[dict]:
@@ -54,7 +54,8 @@ def answer_again(stored: MutationResult, mutation: Mutation) -> Result:
 
 
 def apply(mutation: Mutation, actor: Actor, source: str,
-          stored_by_mid: dict[str, MutationResult] | None = None) -> Result:
+          stored_by_mid: dict[str, MutationResult] | None = None,
+          lookups: BatchLookups | None = None) -> Result:
     """`stored_by_mid`: the batch's stored answers (stored_results), kept up to date here,
     so a mid sent twice in one batch is still answered from the first."""
     stored = (stored_by_mid.get(mutation.mid) if stored_by_mid is not None
@@ -64,7 +65,7 @@ def apply(mutation: Mutation, actor: Actor, source: str,
 
     try:
         with db.session.begin_nested():
-            result = _apply_new(mutation, actor)
+            result = _apply_new(WriteContext(mutation, actor, None, lookups))
     except Rejection as rejection:
         result = rejected_result(mutation, rejection)
     except IntegrityError as exc:
@@ -76,6 +77,44 @@ def apply(mutation: Mutation, actor: Actor, source: str,
     except SQLAlchemyError:
         raise  # a database fault is transient: the caller rolls back and the client retries
 
+    _store(mutation, result, actor, source, stored_by_mid)
+    db.session.flush()
+    return result
+
+
+def apply_in_order(mutations: list[Mutation], actor: Actor, source: str,
+                   stored_by_mid: dict[str, MutationResult]) -> list[Result]:
+    """Apply a device's new mutations in their order, as apply() would one by one.
+
+    They are first written together: one savepoint and one flush for the lot, so each
+    table's rows go to the database in a few statements. Should any of them be refused or
+    break a constraint, that attempt is rolled back and they are applied one by one, each
+    then getting its own answer (DESIGN.md §5)."""
+    lookups = BatchLookups.prefetch(mutations, actor)
+    if len(mutations) > 1:
+        known = dict(stored_by_mid)
+        try:
+            with db.session.begin_nested():
+                return [_apply_deferred(m, actor, source, stored_by_mid, lookups)
+                        for m in mutations]
+        except (Rejection, IntegrityError):
+            stored_by_mid.clear()
+            stored_by_mid.update(known)
+    return [apply(m, actor, source, stored_by_mid, lookups) for m in mutations]
+
+
+def _apply_deferred(mutation: Mutation, actor: Actor, source: str,
+                    stored_by_mid: dict[str, MutationResult], lookups: BatchLookups) -> Result:
+    stored = stored_by_mid.get(mutation.mid)
+    if stored is not None:
+        return answer_again(stored, mutation)
+    result = _apply_new(WriteContext(mutation, actor, None, lookups, deferred=True))
+    _store(mutation, result, actor, source, stored_by_mid)
+    return result
+
+
+def _store(mutation: Mutation, result: Result, actor: Actor, source: str,
+           stored_by_mid: dict[str, MutationResult] | None) -> None:
     result.seq = mutation.seq
     row = MutationResult(
         mid=mutation.mid, client_id=mutation.client_id, seq=mutation.seq, type=mutation.type,
@@ -83,13 +122,12 @@ def apply(mutation: Mutation, actor: Actor, source: str,
         result=seal_result(result.to_wire()),
         user_id=actor.user_id, source=source, client_ts=mutation.client_ts)
     db.session.add(row)
-    db.session.flush()
     if stored_by_mid is not None:
         stored_by_mid[mutation.mid] = row
-    return result
 
 
-def _apply_new(mutation: Mutation, actor: Actor) -> Result:
+def _apply_new(ctx: WriteContext) -> Result:
+    mutation, actor = ctx.mutation, ctx.actor
     mtype = MUTATION_TYPES.get(mutation.type)
     if mtype is None:
         raise Rejection("unknown_type", f"Unknown mutation type {mutation.type!r}.")
@@ -101,7 +139,8 @@ def _apply_new(mutation: Mutation, actor: Actor) -> Result:
     problems = validate(mtype.schema, mutation.data)
     if problems:
         raise Rejection("invalid", problems[0].message, [p.as_dict() for p in problems])
-    return HANDLERS[mutation.type](WriteContext(mutation, actor, mtype))
+    ctx.mtype = mtype
+    return HANDLERS[mutation.type](ctx)
 
 
 def rejected_result(mutation: Mutation, rejection: Rejection) -> Result:

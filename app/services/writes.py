@@ -1,11 +1,12 @@
 """The steps every write shares: create or change a row, keep its history, log the change."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from sqlalchemy import BigInteger, String, func, select
+from sqlalchemy import BigInteger, String, event, func, inspect, select
+from sqlalchemy.orm import Session
 
-from app.domain.ids import new_id
+from app.domain.ids import is_uuid, new_id
 from app.domain.mutations import MutationType
 from app.extensions import db
 from app.models import ChangeLog, Conflict, EntityHistory, Patient
@@ -18,13 +19,71 @@ from app.services.scope import visible_in_clinic
 
 
 @dataclass
+class BatchLookups:
+    """Rows a batch of mutations will read without a lock, each fetched once for the batch.
+
+    Holding them here also keeps them in the session's (weak) identity map."""
+    patients: dict[str, Patient] = field(default_factory=dict)
+    rows: dict[tuple[type, str], object] = field(default_factory=dict)
+
+    @classmethod
+    def prefetch(cls, mutations: list[Mutation], actor: Actor) -> BatchLookups:
+        from app.models import Visit
+        lookups = cls()
+        patient_ids = _named(mutations, "patient_id")
+        visit_ids = _named(mutations, "visit_id")
+        if actor.clinic_id:
+            for patient in _by_ids(Patient, patient_ids, visible_in_clinic(actor.clinic_id)):
+                lookups.patients[patient.id] = patient
+        for visit in _by_ids(Visit, visit_ids):
+            lookups.rows[(Visit, visit.id)] = visit
+        return lookups
+
+
+def with_defaults(model, fields: dict) -> dict:
+    """`fields` with the column defaults a flush would add, so the row's record is complete
+    before it reaches the database."""
+    complete = dict(fields)
+    for prop in inspect(model).column_attrs:
+        default = prop.columns[0].default
+        if prop.key in complete or default is None:
+            continue
+        if default.is_scalar:
+            complete[prop.key] = default.arg
+        elif default.is_callable:
+            complete[prop.key] = default.arg(None)
+    return complete
+
+
+def _named(mutations: list[Mutation], name: str) -> set[str]:
+    # Before validation: any JSON may stand where an id belongs.
+    return {m.data.get(name) for m in mutations if isinstance(m.data, dict)
+            and is_uuid(m.data.get(name))}
+
+
+def _by_ids(model, ids: set[str], *conditions) -> list:
+    ids = sorted(ids)
+    found = []
+    for start in range(0, len(ids), 500):  # SQLite's bound-parameter limit
+        found.extend(db.session.scalars(
+            select(model).where(model.id.in_(ids[start:start + 500]), *conditions)))
+    return found
+
+
+@dataclass
 class WriteContext:
     mutation: Mutation
     actor: Actor
     mtype: MutationType
+    lookups: BatchLookups | None = None
+    # Deferred: the caller flushes the whole batch at once and, should anything fail, applies
+    # it again mutation by mutation; so checks that only a flush can settle are left to it.
+    deferred: bool = False
 
     # Reading -------------------------------------------------------------------------------
     def load(self, model, entity_id: str, label: str, lock: bool = True):
+        if not lock and self.lookups and (model, entity_id) in self.lookups.rows:
+            return self.lookups.rows[(model, entity_id)]
         query = select(model).where(model.id == entity_id)
         if lock:
             query = query.with_for_update()
@@ -36,6 +95,8 @@ class WriteContext:
     def require_patient(self, patient_id: str, lock: bool = False) -> Patient:
         # A patient outside the actor's clinic is reported exactly like a missing one,
         # so ids cannot be probed across clinics. One query answers both.
+        if not lock and self.lookups and patient_id in self.lookups.patients:
+            return self.lookups.patients[patient_id]
         patient = None
         if self.actor.clinic_id:
             query = select(Patient).where(Patient.id == patient_id,
@@ -56,14 +117,17 @@ class WriteContext:
     # Writing -------------------------------------------------------------------------------
     def insert(self, model, fields: dict):
         """Add the mutation's new row without logging it yet (for records built in steps)."""
-        if db.session.get(model, self.mutation.entity_id) is not None:
+        # Deferred, a taken id surfaces at the batch's flush, and the mutation-by-mutation
+        # retry then answers it here.
+        if not self.deferred and db.session.get(model, self.mutation.entity_id) is not None:
             raise Rejection("entity_exists",
                             f"A record with id {self.mutation.entity_id} already exists.")
         now = utcnow()
-        row = model(id=self.mutation.entity_id, version=1, created_at=now, updated_at=now,
-                    created_by=self.actor.user_id, **fields)
+        row = model(**with_defaults(model, {
+            "id": self.mutation.entity_id, "version": 1, "created_at": now, "updated_at": now,
+            "created_by": self.actor.user_id, **fields}))
         db.session.add(row)
-        db.session.flush()
+        self._flush()
         return row
 
     def create(self, model, fields: dict, *, patient_id: str | None, clinic_id: str | None):
@@ -76,14 +140,17 @@ class WriteContext:
             setattr(row, name, value)
         row.version += 1
         row.updated_at = utcnow()
-        db.session.flush()
+        self._flush()
         self.record(row, patient_id=patient_id, clinic_id=clinic_id)
         return row
 
     def record(self, row, *, patient_id: str | None, clinic_id: str | None) -> None:
         """Keep this version of the row in its history and announce it in the change log."""
         entity = row.__tablename__
-        db.session.expire(row)  # relationships in the record must reflect this write
+        if row.RECORD_RELATIONSHIPS:
+            # The record's related rows must reflect this write: load them again after it.
+            db.session.flush()
+            db.session.expire(row, list(row.RECORD_RELATIONSHIPS))
         db.session.add(EntityHistory(entity=entity, entity_id=row.id, version=row.version,
                                      record=seal_record(entity, row.to_record()),
                                      mid=self.mutation.mid,
@@ -92,11 +159,16 @@ class WriteContext:
                            clinic_id=clinic_id or self.actor.clinic_id, patient_id=patient_id,
                            origin_mid=self.mutation.mid, origin_client_id=self.mutation.client_id,
                            origin_seq=self.mutation.seq)
-        if db.session.get_bind().dialect.name == "postgresql":
-            change.txid = func.cast(func.cast(func.pg_current_xact_id(), String), BigInteger)
+        txid = current_txid()
+        if txid is not None:
+            change.txid = txid
         db.session.add(change)
-        db.session.flush()
+        self._flush()
         pokes.announce(change.clinic_id)
+
+    def _flush(self) -> None:
+        if not self.deferred:
+            db.session.flush()
 
     # Answers -------------------------------------------------------------------------------
     def applied(self, row) -> Result:
@@ -132,8 +204,31 @@ class WriteContext:
             base_values=seal_fields(row.__tablename__, row.id,
                                     {f: base.get(f) for f in fields if f in base}),
             server_version=row.version, raised_by=self.actor.user_id))
-        db.session.flush()
+        self._flush()
         return Result(mid=self.mutation.mid, status=CONFLICT, entity=self.mutation.entity,
                       entity_id=row.id, version=row.version, record=record,
                       conflict={"fields": fields, "server": {f: record.get(f) for f in fields},
                                 "applied": applied_fields})
+
+
+_TXID = "change_log_txid"
+
+
+def current_txid() -> int | None:
+    """PostgreSQL's id of the open transaction (None on SQLite), asked once per transaction:
+    every change-log row of a transaction carries the same one, and a plain value lets the
+    batch's rows go to the database in one statement."""
+    if db.session.get_bind().dialect.name != "postgresql":
+        return None
+    txid = db.session.info.get(_TXID)
+    if txid is None:
+        txid = db.session.execute(select(
+            func.cast(func.cast(func.pg_current_xact_id(), String), BigInteger))).scalar_one()
+        db.session.info[_TXID] = txid
+    return txid
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _forget_txid(session: Session, transaction) -> None:
+    if transaction.parent is None:
+        session.info.pop(_TXID, None)

@@ -298,3 +298,48 @@ def test_another_devices_mutation_id_is_not_replayed_to_this_one(transport_for, 
     assert other.body["results"][0]["status"] == "rejected"
     assert other.body["results"][0]["error"]["code"] == "mid_reused"
     assert "record" not in other.body["results"][0]
+
+
+@pytest.mark.postgres
+def test_a_record_id_already_taken_is_refused_and_the_rest_of_the_batch_applies(
+        transport_for, patient_id):
+    nurse = transport_for("nurse")
+    taken = new_id()
+    first = nurse("POST", "/sync/v1/push", push_body("tablet-0001", wire(
+        new_id(), 1, "observation.record", "observation", taken, observation_data(patient_id))))
+    assert first.body["results"][0]["status"] == "applied"
+
+    other = transport_for("clinician")
+    batch = push_body("tablet-0002", *[
+        wire(new_id(), seq, "observation.record", "observation", entity_id,
+             observation_data(patient_id, value=value))
+        for seq, entity_id, value in ((1, new_id(), 80), (2, taken, 90), (3, new_id(), 100))])
+    answer = other("POST", "/sync/v1/push", batch)
+
+    assert answer.status == 200
+    assert [r["status"] for r in answer.body["results"]] == ["applied", "rejected", "applied"]
+    assert answer.body["results"][1]["error"]["code"] == "entity_exists"
+    assert answer.body["last_seq"] == 3
+    db.session.rollback()
+    values = sorted(o.value_number for o in db.session.scalars(select(Observation)))
+    assert values == [72, 80, 100]  # the first device's reading is untouched
+
+
+@pytest.mark.postgres
+def test_a_visit_started_in_a_batch_takes_the_readings_that_follow_it(transport_for, patient_id,
+                                                                      world):
+    nurse = transport_for("nurse")
+    visit_id, reading_id = new_id(), new_id()
+    answer = nurse("POST", "/sync/v1/push", push_body(
+        "tablet-0001",
+        wire(new_id(), 1, "visit.start", "visit", visit_id,
+             {"patient_id": patient_id, "clinic_id": world.clinics["A"].id, "station": "triage"}),
+        wire(new_id(), 2, "observation.record", "observation", reading_id,
+             {**observation_data(patient_id), "visit_id": visit_id})))
+
+    assert [r["status"] for r in answer.body["results"]] == ["applied", "applied"]
+    visit, reading = (r["record"] for r in answer.body["results"])
+    assert visit["status"] == "in-progress" and visit["station"] == "triage"
+    assert reading["visit_id"] == visit_id
+    db.session.rollback()
+    assert db.session.get(Observation, reading_id).visit_id == visit_id
