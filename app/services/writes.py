@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from sqlalchemy import BigInteger, String, event, func, inspect, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 
 from app.domain.ids import is_uuid, new_id
 from app.domain.mutations import MutationType
@@ -20,10 +20,13 @@ from app.services.scope import visible_in_clinic
 
 @dataclass
 class BatchLookups:
-    """Rows a batch of mutations will read without a lock, each fetched once for the batch.
+    """Rows a batch of mutations will read, each fetched once for the batch.
 
     Holding them here also keeps them in the session's (weak) identity map."""
     patients: dict[str, Patient] = field(default_factory=dict)
+    # Patients the batch changes, locked together in id order: one round trip, and two
+    # pushes locking overlapping patients take them in the same order, so neither deadlocks.
+    locked_patients: dict[str, Patient] = field(default_factory=dict)
     rows: dict[tuple[type, str], object] = field(default_factory=dict)
 
     @classmethod
@@ -33,11 +36,21 @@ class BatchLookups:
         patient_ids = _named(mutations, "patient_id")
         visit_ids = _named(mutations, "visit_id")
         if actor.clinic_id:
-            for patient in _by_ids(Patient, patient_ids, visible_in_clinic(actor.clinic_id)):
+            visible = visible_in_clinic(actor.clinic_id)
+            for patient in _by_ids(Patient, patient_ids, visible):
                 lookups.patients[patient.id] = patient
+            changed = {m.entity_id for m in mutations
+                       if m.type in PATIENT_CHANGES and is_uuid(m.entity_id)}
+            for patient in _by_ids(Patient, changed, visible, lock=True,
+                                   options=[selectinload(Patient.identifiers)]):
+                lookups.locked_patients[patient.id] = patient
         for visit in _by_ids(Visit, visit_ids):
             lookups.rows[(Visit, visit.id)] = visit
         return lookups
+
+
+# Mutations of a patient's own record, which lock it by its id (the mutation's entity_id).
+PATIENT_CHANGES = frozenset({"patient.update"})
 
 
 def with_defaults(model, fields: dict) -> dict:
@@ -61,12 +74,15 @@ def _named(mutations: list[Mutation], name: str) -> set[str]:
             and is_uuid(m.data.get(name))}
 
 
-def _by_ids(model, ids: set[str], *conditions) -> list:
+def _by_ids(model, ids: set[str], *conditions, lock: bool = False, options=()) -> list:
     ids = sorted(ids)
     found = []
     for start in range(0, len(ids), 500):  # SQLite's bound-parameter limit
-        found.extend(db.session.scalars(
-            select(model).where(model.id.in_(ids[start:start + 500]), *conditions)))
+        query = (select(model).where(model.id.in_(ids[start:start + 500]), *conditions)
+                 .order_by(model.id).options(*options))
+        if lock:
+            query = query.with_for_update(of=model)
+        found.extend(db.session.scalars(query))
     return found
 
 
@@ -95,8 +111,10 @@ class WriteContext:
     def require_patient(self, patient_id: str, lock: bool = False) -> Patient:
         # A patient outside the actor's clinic is reported exactly like a missing one,
         # so ids cannot be probed across clinics. One query answers both.
-        if not lock and self.lookups and patient_id in self.lookups.patients:
-            return self.lookups.patients[patient_id]
+        if self.lookups:
+            held = self.lookups.locked_patients if lock else self.lookups.patients
+            if patient_id in held:
+                return held[patient_id]
         patient = None
         if self.actor.clinic_id:
             query = select(Patient).where(Patient.id == patient_id,
@@ -147,10 +165,11 @@ class WriteContext:
     def record(self, row, *, patient_id: str | None, clinic_id: str | None) -> None:
         """Keep this version of the row in its history and announce it in the change log."""
         entity = row.__tablename__
-        if row.RECORD_RELATIONSHIPS:
+        stale = [name for name in row.RECORD_RELATIONSHIPS if _may_have_changed(row, name)]
+        if stale:
             # The record's related rows must reflect this write: load them again after it.
             db.session.flush()
-            db.session.expire(row, list(row.RECORD_RELATIONSHIPS))
+            db.session.expire(row, stale)
         db.session.add(EntityHistory(entity=entity, entity_id=row.id, version=row.version,
                                      record=seal_record(entity, row.to_record()),
                                      mid=self.mutation.mid,
@@ -211,6 +230,25 @@ class WriteContext:
                                 "applied": applied_fields})
 
 
+_WRITTEN = "classes_written"
+
+
+def _may_have_changed(row, relationship: str) -> bool:
+    """Whether rows of the relationship's kind were written in this transaction: if not, the
+    collection loaded with the row is still what the database holds."""
+    related = inspect(type(row)).relationships[relationship].mapper.class_
+    session = db.session()
+    pending = (*session.new, *session.dirty, *session.deleted)
+    return (related in session.info.get(_WRITTEN, ())
+            or any(isinstance(other, related) for other in pending))
+
+
+@event.listens_for(Session, "before_flush")
+def _note_written(session: Session, _context, _instances) -> None:
+    written = session.info.setdefault(_WRITTEN, set())
+    written.update(type(row) for row in (*session.new, *session.dirty, *session.deleted))
+
+
 _TXID = "change_log_txid"
 
 
@@ -229,6 +267,7 @@ def current_txid() -> int | None:
 
 
 @event.listens_for(Session, "after_transaction_end")
-def _forget_txid(session: Session, transaction) -> None:
+def _forget_transaction(session: Session, transaction) -> None:
     if transaction.parent is None:
         session.info.pop(_TXID, None)
+        session.info.pop(_WRITTEN, None)

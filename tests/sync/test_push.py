@@ -343,3 +343,23 @@ def test_a_visit_started_in_a_batch_takes_the_readings_that_follow_it(transport_
     assert reading["visit_id"] == visit_id
     db.session.rollback()
     assert db.session.get(Observation, reading_id).visit_id == visit_id
+
+
+@pytest.mark.postgres
+def test_a_patient_changed_in_one_batch_lists_every_identifier_it_was_given(device, world):
+    clerk = device("registration_clerk")
+    pid = register(clerk, world.clinics["A"].id,
+                   identifiers=[{"system": "mrn", "value": "MRN-5001"}])
+    clerk.push()
+    clerk.queue("patient.update", "patient", pid, {"phone": "0700 333"}, base={"phone": None},
+                base_version=1)
+    clerk.queue("patient.identifier.add", "patient_identifier", new_id(),
+                {"patient_id": pid, "system": "insurance", "value": "INS-77"})
+    clerk.queue("patient.update", "patient", pid, {"address": "Riverside"},
+                base={"address": None}, base_version=3)
+    answers = clerk.push()
+
+    assert [a["status"] for a in answers] == ["applied", "applied", "applied"]
+    latest = answers[-1]["record"]
+    assert (latest["phone"], latest["address"], latest["version"]) == ("0700 333", "Riverside", 4)
+    assert sorted(i["value"] for i in latest["identifiers"]) == ["INS-77", "MRN-5001"]
