@@ -13,13 +13,14 @@ def create_app(overrides: dict | None = None) -> Flask:
 
     from app import models  # noqa: F401  (registers every table on the metadata)
     from app.database import configure_engine
-    from app.extensions import csrf, db, htmx, limiter, login_manager, migrate
+    from app.extensions import compress, csrf, db, htmx, limiter, login_manager, migrate
 
     db.init_app(app)
     migrate.init_app(app, db, directory=str(app.root_path + "/../migrations"),
                      render_as_batch=True)
     csrf.init_app(app)
     htmx.init_app(app)
+    compress.init_app(app)
     limiter.init_app(app)
     login_manager.init_app(app)
     with app.app_context():

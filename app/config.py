@@ -104,7 +104,12 @@ def build_config(instance_path: str, overrides: dict | None = None) -> dict:
         "SYNC_PULL_LIMIT": int(env.get("SYNC_PULL_LIMIT", "1000")),
         # Records per pull the browser asks for: smaller pages save progress more often on a
         # poor link, larger ones finish a first sync in fewer round trips.
-        "SYNC_BROWSER_PULL_PAGE": int(env.get("SYNC_BROWSER_PULL_PAGE", "500")),
+        "SYNC_BROWSER_PULL_PAGE": int(env.get("SYNC_BROWSER_PULL_PAGE", "2000")),
+        # Only the views marked compressed are (the pull: its JSON shrinks about ninefold).
+        # A stream must never be: the event stream's pokes would wait in the compressor.
+        "COMPRESS_REGISTER": False,
+        "COMPRESS_STREAMS": False,
+        "COMPRESS_MIMETYPES": ["application/json"],
         # How long a device may be unlocked offline after its person's last full sign-in.
         "DEVICE_OFFLINE_UNLOCK_HOURS": int(env.get("DEVICE_OFFLINE_UNLOCK_HOURS", "72")),
         # PBKDF2-SHA256 rounds deriving the key that wraps a device's data key; raise as

@@ -8,7 +8,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import BadRequest, MethodNotAllowed, RequestEntityTooLarge
 
-from app.extensions import csrf, db
+from app.extensions import compress, csrf, db
 from app.models.records import to_json_value
 from app.models.types import utcnow
 from app.services import audit
@@ -107,6 +107,7 @@ def push_route():
 
 
 @bp.post("/pull")
+@compress.compressed()
 def pull_route():
     actor = current_actor()
     require_clinical(actor)

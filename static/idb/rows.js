@@ -84,6 +84,54 @@ export async function putRowIn(store, row) {
 }
 
 /**
+ * Whether the store holds any row between the lowest and the highest key of `rows`: one
+ * seek. A first sync's pages are runs of ids the device does not hold yet, so their rows
+ * need not be read one by one.
+ * @param {any} store
+ * @param {StoredRow[]} rows at least one
+ * @returns {Promise<boolean>}
+ */
+async function heldRowsAmong(store, rows) {
+  let low = [rows[0].entity, rows[0].id];
+  let high = low;
+  for (const row of rows) {
+    const key = [row.entity, row.id];
+    if (indexedDB.cmp(key, low) < 0) low = key;
+    if (indexedDB.cmp(key, high) > 0) high = key;
+  }
+  const found = await store.getAllKeys(IDBKeyRange.bound(low, high), 1);
+  return found.length > 0;
+}
+
+/**
+ * Store a page of rows with the same rule as putRowIn, the reads and then the writes each
+ * issued together: awaited one by one, every row would cost two round trips to IndexedDB.
+ * A key named twice keeps its newest version (the first of equals, as one by one would).
+ * @param {any} store the `rows` store of a readwrite transaction
+ * @param {StoredRow[]} rows from prepareRows
+ * @returns {Promise<number>} rows stored
+ */
+export async function putRowsIn(store, rows) {
+  /** @type {Map<string, StoredRow>} */
+  const newest = new Map();
+  for (const row of rows) {
+    const key = rowContext(row.entity, row.id);
+    const other = newest.get(key);
+    if (!other || other.version < row.version) newest.set(key, row);
+  }
+  const candidates = [...newest.values()];
+  if (!candidates.length) return 0;
+  /** @type {(number|undefined)[]} */
+  const held = await heldRowsAmong(store, candidates)
+    ? await Promise.all(candidates.map((row) =>
+      store.get([row.entity, row.id]).then((/** @type {StoredRow|undefined} */ h) => h?.version)))
+    : [];
+  const fresh = candidates.filter((row, i) => held[i] === undefined || /** @type {number} */ (held[i]) < row.version);
+  await Promise.all(fresh.map((row) => store.put(row)));
+  return fresh.length;
+}
+
+/**
  * Remove a row; removing a patient removes every row of that patient with it, since the
  * device may no longer hold any of their data.
  * @param {any} store the `rows` store of a readwrite transaction
@@ -125,13 +173,20 @@ export async function applyChanges(db, changes, options = {}) {
     const rows = tx.objectStore("rows");
     if (options.reset) await rows.clear();
     let changed = 0;
+    // Puts between two removals go together; a removal waits for what came before it, so
+    // an eviction followed by the patient's return ends with the patient held.
+    /** @type {StoredRow[]} */
+    let run = [];
     for (const change of changes) {
       if (REMOVING_OPS.has(change.op ?? "")) {
+        changed += await putRowsIn(rows, run);
+        run = [];
         changed += await removeRowIn(rows, change.entity, change.id);
       } else {
-        changed += await putRowIn(rows, /** @type {StoredRow} */ (rowOf.get(change)));
+        run.push(/** @type {StoredRow} */ (rowOf.get(change)));
       }
     }
+    changed += await putRowsIn(rows, run);
     if (options.meta) await writeMeta(tx.objectStore("meta"), options.meta);
     return changed;
   });
@@ -147,9 +202,7 @@ export async function putRecords(db, items) {
   const prepared = await prepareRows(db, items);
   const tx = db.transaction("rows", "readwrite", { durability: "strict" });
   return runIn(tx, async () => {
-    let changed = 0;
-    for (const row of prepared) changed += await putRowIn(tx.store, row);
-    return changed;
+    return putRowsIn(tx.store, prepared);
   });
 }
 

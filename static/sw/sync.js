@@ -12,6 +12,7 @@ const PROTOCOL = 1;
 const LOCK = "clinic-record-flush";
 const PUSH_BATCH = 100;
 const PULL_LIMIT = 500;
+const TELEMETRY_FRESH_MS = 10_000;
 const BACKOFF_FIRST_MS = 1000;
 const BACKOFF_MAX_MS = 60_000;
 
@@ -227,19 +228,37 @@ export class Syncer {
     }
   }
 
-  /** @returns {Promise<boolean>} whether any record on the device changed */
+  /**
+   * Pull pages until the server has no more. The next page is asked for as soon as one
+   * arrives, with that page's cursor, and travels while the page is stored: the cursor kept
+   * on the device still moves only with the rows it covers, and a page that fails to be
+   * stored drops the answer asked after it, which the next cycle asks again from the stored
+   * cursor, as after an answer lost on the way.
+   * @returns {Promise<boolean>} whether any record on the device changed
+   */
   async pull(session) {
     const db = await this.deps.db();
+    const [clientId, cursor] = await Promise.all([getMeta(db, "client_id"), getMeta(db, "cursor", null)]);
+    const limit = session.pull_page || PULL_LIMIT;
+    let telemetry = null;
+    let telemetryAt = 0;
+    const ask = async (/** @type {string|null} */ from) => {
+      // Counting the queue and asking the storage estimate at every page would hold up
+      // each request; what they say moves slowly.
+      if (!telemetry || Date.now() - telemetryAt > TELEMETRY_FRESH_MS) {
+        telemetry = await this.telemetry(db);
+        telemetryAt = Date.now();
+      }
+      return this.post(session, "/sync/v1/pull", { protocol: PROTOCOL, client_id: clientId, cursor: from, limit, telemetry });
+    };
     let changed = false;
+    let asked = ask(cursor);
     for (;;) {
-      const [clientId, cursor, ackedSeq] = await Promise.all([
-        getMeta(db, "client_id"), getMeta(db, "cursor", null), getMeta(db, "acked_seq", 0)]);
-      const reply = await this.post(session, "/sync/v1/pull", {
-        protocol: PROTOCOL, client_id: clientId, cursor, limit: session.pull_page || PULL_LIMIT,
-        telemetry: await this.telemetry(db),
-      });
+      const reply = await asked;
       if (reply.status !== 200) this.raiseFor(reply);
       const body = reply.body;
+      const next = body.has_more ? ask(body.cursor) : null;
+      next?.catch(() => {}); // awaited below; unless storing this page fails first
       const held = await getMeta(db, "initial_sync");
       // After a reset the device holds only part of its subset until the refill ends, so the
       // worker sends pages to the server meanwhile, as on the first sign-in.
@@ -258,9 +277,10 @@ export class Syncer {
       });
       changed = changed || stored > 0 || body.reset;
       // A server restored from a backup lost some of what this device sent: send it again.
-      if (body.last_seq < ackedSeq) await renumberFrom(db, body.last_seq + 1);
+      if (body.last_seq < await getMeta(db, "acked_seq", 0)) await renumberFrom(db, body.last_seq + 1);
       if (progress) await this.refresh({ changed: false });
-      if (!body.has_more) return changed;
+      if (!next) return changed;
+      asked = next;
     }
   }
 

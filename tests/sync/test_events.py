@@ -246,6 +246,21 @@ def test_a_stream_ends_by_itself_so_the_device_reconnects(listen):
     assert stream.ended
 
 
+def test_a_stream_is_never_compressed_so_each_event_leaves_at_once(app, hub, token_for):
+    # Browsers ask every request to be compressed; a compressor would keep the events in
+    # its buffer, and a device would learn of a write only when the stream ends.
+    response = app.test_client().get("/sync/v1/events", buffered=False, headers={
+        "Authorization": f"Bearer {token_for('nurse')}", "Accept-Encoding": "gzip, deflate, br, zstd"})
+    try:
+        assert response.status_code == 200
+        assert "Content-Encoding" not in response.headers
+        assert response.is_streamed
+        first = next(iter(response.response)).decode()
+        assert "event: ready" in first
+    finally:
+        response.close()
+
+
 @pytest.mark.postgres
 @pytest.mark.parametrize("backend", ["postgresql"])
 def test_pokes_resume_after_the_listeners_database_connection_is_cut(

@@ -1,6 +1,8 @@
 """Pull: every change a device may hold, in order, nothing skipped, evictions and resets."""
 from __future__ import annotations
 
+import gzip
+import json
 import shutil
 from datetime import timedelta
 
@@ -302,3 +304,26 @@ def test_a_cursor_is_good_only_for_the_device_it_was_given_to(world, register, d
     reply = second.transport("POST", "/sync/v1/pull", {
         "protocol": 1, "client_id": second.client_id, "cursor": first.store.cursor})
     assert reply.body["reset"] is True
+
+
+def test_a_pull_comes_compressed_to_a_client_that_accepts_it_and_plain_to_one_that_does_not(
+        app, world, register, token_for):
+    clerk = world.actor("registration_clerk")
+    patients = {register(clerk, given_name=f"Compressed{i}") for i in range(12)}
+    headers = {"Authorization": f"Bearer {token_for('nurse')}"}
+
+    def pull(client_id: str, **extra) -> tuple[dict, bytes]:
+        response = app.test_client().post("/sync/v1/pull", headers={**headers, **extra}, json={
+            "protocol": 1, "client_id": client_id, "cursor": None, "limit": 1000})
+        assert response.status_code == 200, response.get_data()[:300]
+        return dict(response.headers), response.get_data()
+
+    zipped_headers, zipped = pull("gzip-" + new_id(), **{"Accept-Encoding": "gzip"})
+    plain_headers, plain = pull("plain-" + new_id())
+
+    assert zipped_headers.get("Content-Encoding") == "gzip"
+    assert "Content-Encoding" not in plain_headers
+    answer = json.loads(gzip.decompress(zipped))
+    assert {c["id"] for c in answer["changes"] if c["entity"] == "patient"} == patients
+    assert answer["changes"] == json.loads(plain)["changes"]
+    assert len(zipped) < len(plain) / 2
