@@ -61,7 +61,8 @@ def _pick(rng, mix):
     return mix[-1][0]
 
 
-def plan(n_devices: int, per_device: int, clinic_codes: list[str], extra_patients: int = 10) -> tuple[
+def plan(n_devices: int, per_device: int, clinic_codes: list[str], extra_patients: int = 10,
+         readings_per_patient: int = len(VITALS)) -> tuple[
         list[Device], dict[str, ClinicFixture]]:
     rng = random.Random(SEED)
     devices: list[Device] = []
@@ -91,7 +92,7 @@ def plan(n_devices: int, per_device: int, clinic_codes: list[str], extra_patient
             own = fx.patients[UPDATES_PER_DEVICE * j:UPDATES_PER_DEVICE * (j + 1)]
             updates_at = {per_device // 4 + u * per_device // 2: p for u, p in enumerate(own)}
             # A round: vitals sets of five readings, each set for one patient of the clinic.
-            round_patients = [rng.choice(fx.patients) for _ in range(per_device // len(VITALS) + 1)]
+            round_patients = [rng.choice(fx.patients) for _ in range(per_device // readings_per_patient + 1)]
             work = []
             for s in range(per_device):
                 if s in updates_at:
@@ -100,7 +101,7 @@ def plan(n_devices: int, per_device: int, clinic_codes: list[str], extra_patient
                                  {"phone": f"+254 733 {d.index:03d}{s:03d}"},
                                  {"phone": p["phone"]}, 1, None))
                 else:
-                    p = round_patients[s // len(VITALS)]
+                    p = round_patients[s // readings_per_patient]
                     code_, unit, lo, hi = VITALS[s % len(VITALS)]
                     at = f"2026-01-15T08:{s:02d}:00Z"
                     work.append(("observation.record", "observation",

@@ -48,6 +48,9 @@ def parse_args():
     ap.add_argument("--devices", type=int, default=200)
     ap.add_argument("--mutations", type=int, default=20, help="per device (20)")
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--readings-per-patient", type=int, default=5,
+                    help="readings a device records for one patient before the next (5: a vitals "
+                         "set; 1 scatters them, so batches of two devices share more patients)")
     ap.add_argument("--quick", action="store_true", help="40 devices, 1 repetition")
     ap.add_argument("--no-peer", action="store_true")
     ap.add_argument("--peer-reps", type=int, default=1,
@@ -417,6 +420,12 @@ def render(args, app_runs, peer_runs, setup_info) -> str:
     return "\n".join(out)
 
 
+def save_partial(work, args, app_runs, peer_runs):
+    """Every repetition's figures as soon as it ends: a run stopped midway keeps them."""
+    (work / "results.json").write_text(json.dumps({"args": vars(args), "app": app_runs, "peer": peer_runs},
+                                                  indent=1, default=str))
+
+
 def main():
     args = parse_args()
     work = Path(args.work)
@@ -427,7 +436,8 @@ def main():
     work.mkdir(parents=True)
     if args.gunicorn_args:
         os.environ["GUNICORN_CMD_ARGS"] = args.gunicorn_args  # the servers inherit it
-    devices, fixtures = F.plan(args.devices, args.mutations, ["RIV", "HIL"])
+    devices, fixtures = F.plan(args.devices, args.mutations, ["RIV", "HIL"],
+                               readings_per_patient=args.readings_per_patient)
     batches = Counter(d.batch for d in devices)
     setup_info = (f"devices: {dict(sorted(Counter(d.clinic for d in devices).items()))} by clinic, "
                   f"{dict(sorted(Counter(d.role for d in devices).items()))} by role, "
@@ -463,6 +473,7 @@ def main():
                 f"errors {r['errors'] or 0}; generator CPU {r['generator_cpu_s']:.1f} s; "
                 f"server CPU {r['cpu_by_process']} s, PostgreSQL {r['postgres_cpu_s']:.1f} s; "
                 f"RSS {r['memory']['total_rss_mb']} MB")
+            save_partial(work, args, app_runs, peer_runs)
             if not args.no_peer and rep <= args.peer_reps:
                 p = peer_rep(args, work / "peer-plan.json", work, rep)
                 p["rep"] = rep
@@ -483,8 +494,7 @@ def main():
         report += f"\n\n### Profile (py-spy, all workers, one uncounted run)\n\n```\n{profile_text}\n```"
     print(report)
     (work / "results.md").write_text(report + "\n")
-    (work / "results.json").write_text(json.dumps({"args": vars(args), "app": app_runs, "peer": peer_runs},
-                                                  indent=1, default=str))
+    save_partial(work, args, app_runs, peer_runs)
     log(f"done; raw figures in {work / 'results.json'}")
     return 0 if all(r["ok"] for r in app_runs) and all(p.get("ok") for p in peer_runs) else 1
 
