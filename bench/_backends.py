@@ -92,12 +92,12 @@ class SQLiteBackend(Backend):
             con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             con.close()
 
-    def clone(self, name):
+    def clone(self, name, source="base"):
         target = self.dir / name
         shutil.rmtree(target, ignore_errors=True)
         target.mkdir(parents=True)
         for f in ("clinic.db", "audit.db"):
-            shutil.copyfile(self.dir / "base" / f, target / f)
+            shutil.copyfile(self.dir / source / f, target / f)
         return self.urls(name)
 
     def drop(self, name):
@@ -151,10 +151,10 @@ class PostgresBackend(Backend):
     def seal_base(self):
         pass
 
-    def clone(self, name):
+    def clone(self, name, source="base"):
         self.drop(name)
-        self._admin(f'CREATE DATABASE "bench_{name}_main" TEMPLATE "bench_base_main"',
-                    f'CREATE DATABASE "bench_{name}_audit" TEMPLATE "bench_base_audit"')
+        self._admin(f'CREATE DATABASE "bench_{name}_main" TEMPLATE "bench_{source}_main"',
+                    f'CREATE DATABASE "bench_{name}_audit" TEMPLATE "bench_{source}_audit"')
         return self.urls(name)
 
     def drop(self, name):
