@@ -26,6 +26,9 @@ class BatchLookups:
     patients: dict[str, Patient] = field(default_factory=dict)
     # Patients the batch changes, locked together in id order: one round trip, and two
     # pushes locking overlapping patients take them in the same order, so neither deadlocks.
+    # Every row lock here is FOR NO KEY UPDATE (key_share): ids never change, and a plain
+    # FOR UPDATE would conflict with the FOR KEY SHARE lock that inserting a reading takes on
+    # its patient through the foreign key, which deadlocked concurrent pushes.
     locked_patients: dict[str, Patient] = field(default_factory=dict)
     rows: dict[tuple[type, str], object] = field(default_factory=dict)
 
@@ -81,7 +84,7 @@ def _by_ids(model, ids: set[str], *conditions, lock: bool = False, options=()) -
         query = (select(model).where(model.id.in_(ids[start:start + 500]), *conditions)
                  .order_by(model.id).options(*options))
         if lock:
-            query = query.with_for_update(of=model)
+            query = query.with_for_update(of=model, key_share=True)
         found.extend(db.session.scalars(query))
     return found
 
@@ -102,7 +105,7 @@ class WriteContext:
             return self.lookups.rows[(model, entity_id)]
         query = select(model).where(model.id == entity_id)
         if lock:
-            query = query.with_for_update()
+            query = query.with_for_update(key_share=True)
         row = db.session.execute(query).scalar_one_or_none()
         if row is None:
             raise Rejection("not_found", f"{label} {entity_id} was not found.")
@@ -120,7 +123,7 @@ class WriteContext:
             query = select(Patient).where(Patient.id == patient_id,
                                           visible_in_clinic(self.actor.clinic_id))
             if lock:
-                query = query.with_for_update(of=Patient)
+                query = query.with_for_update(of=Patient, key_share=True)
             patient = db.session.execute(query).scalar_one_or_none()
         if patient is None:
             raise Rejection("not_found", f"Patient {patient_id} was not found in this clinic.")
