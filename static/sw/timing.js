@@ -21,6 +21,8 @@ export class Timing {
 
   header() {
     const total = performance.now() - this.started;
+    // A worker may answer thousands of pages before it stops: its timeline keeps none of them.
+    for (const [name] of this.phases) performance.clearMeasures(`sw:${name}`);
     return [...this.phases, ["total", total]].map(([name, ms]) => `${name};dur=${ms.toFixed(1)}`).join(", ");
   }
 }
