@@ -110,7 +110,7 @@ SEARCH = """async (q) => {
   const ms = performance.now() - t0;
   const results = (html.match(/class="result"/g) || []).length;
   const ok = r.status === 200 && r.headers.get('x-rendered-by') === 'service-worker' && results > 0;
-  return {ms, by: r.headers.get('x-rendered-by'), status: r.status, results,
+  return {ms, by: r.headers.get('x-rendered-by'), status: r.status, results, timing: r.headers.get('server-timing'),
           sample: ok ? null : `${r.status} ${r.headers.get('HX-Redirect') || ''} ${html.slice(0, 300)}`};
 }"""
 
@@ -121,6 +121,20 @@ KEY_WATCH = """navigator.serviceWorker && navigator.serviceWorker.addEventListen
   if (e.data && e.data.type === 'data-key') window.__benchKeyAt = performance.now();
 });"""
 KEY_HELD = "() => window.__benchKeyAt > 0"
+# A key pressed in the app's page: the person is still there. The peer's and the ceilings'
+# series take minutes on a loaded machine, past the idle lock's five; without this the app's
+# next series would meet the lock screen.
+STILL_HERE = "() => document.dispatchEvent(new KeyboardEvent('keydown'))"
+
+
+class KeepAwake:
+    def __init__(self, page, every_s: float = 30):
+        self.page, self.every, self.last = page, every_s, 0.0
+
+    def __call__(self) -> None:
+        if time.monotonic() - self.last > self.every:
+            self.page.evaluate(STILL_HERE)
+            self.last = time.monotonic()
 
 
 class Workers:
@@ -162,11 +176,12 @@ class Workers:
 
 def chart_series(dev, workers, url: str, n: int, cold: bool) -> dict:
     page = dev.page
-    out = {"response": [], "dcl": [], "load": [], "not_worker": 0}
+    out = {"response": [], "dcl": [], "load": [], "not_worker": 0, "phases": []}
     for _ in range(n):
         if cold:
             workers.stop()
         resp = page.goto(url, wait_until="load")
+        out["phases"].append(phases_of(resp.headers.get("server-timing") if resp else None))
         if (resp is None or resp.headers.get("x-rendered-by") != "service-worker" or page.url != url
                 or resp.request.redirected_from is not None):
             out["not_worker"] += 1  # not the chart from the device (the network, or the unlock page)
@@ -180,7 +195,7 @@ def chart_series(dev, workers, url: str, n: int, cold: bool) -> dict:
 def search_series(dev, workers, base: str, queries: list[str], cold: bool) -> dict:
     page = dev.page
     resp = page.goto(base + "/patients", wait_until="load")
-    out = {"ms": [], "not_worker": 0, "empty": 0}
+    out = {"ms": [], "not_worker": 0, "empty": 0, "phases": []}
     if page.url != base + "/patients" or resp is None or resp.headers.get("x-rendered-by") != "service-worker":
         out["sample"] = f"the search page was not the device's: {page.url}"
     for q in queries:
@@ -194,7 +209,28 @@ def search_series(dev, workers, base: str, queries: list[str], cold: bool) -> di
         if r["sample"] and "sample" not in out:
             out["sample"] = r["sample"]
         out["ms"].append(r["ms"])
+        out["phases"].append(phases_of(r["timing"]))
     return out
+
+
+def phases_of(header: str | None) -> dict[str, float]:
+    """The worker's own phases of one answer, from its Server-Timing header (static/sw/timing.js)."""
+    out = {}
+    for part in (header or "").split(","):
+        name, _, dur = part.strip().partition(";dur=")
+        if name and dur:
+            out[name] = float(dur)
+    return out
+
+
+def phase_summary(phases: list[dict[str, float]]) -> dict[str, dict]:
+    """p50 and p95 of each phase over a series."""
+    names = sorted({k for p in phases for k in p})
+    return {k: summary([p[k] for p in phases if k in p]) for k in names}
+
+
+def phase_text(summaries: dict[str, dict]) -> str:
+    return ", ".join(f"{k} {v['p50']:.1f}/{v['p95']:.1f}" for k, v in summaries.items())
 
 
 def summary(values: list[float]) -> dict:
@@ -232,6 +268,23 @@ def render(args, manifest, reps: list[dict], setup: dict, vers: dict, profiled=N
             goal.append(f"{what} p95 {fmt(p95)} ms — **{'met' if p95 < 50 else 'missed'}**")
     lines.append("Goal (p95 under 50 ms warm): " + "; ".join(goal) + ".")
     lines.append("")
+    phased = [(k, LABELS[k][0]) for k in ("chart_warm_app_response", "chart_cold_app_response", "search_warm_app",
+                                         "search_cold_app") if any("phases" in r.get(k, {}) for r in reps)]
+    if phased:
+        lines.append("The worker's own phases (its Server-Timing header; median over the repetitions of each "
+                     "series' p50 / p95, ms): `session` = idle lock, store and session checks; `records` / "
+                     "`patients` = rows read, decrypted, outbox replayed; `read` = the audit read noted; "
+                     "`render` = the template; `total` = the worker's whole answer.")
+        lines.append("")
+        lines.append("| series | " + " | ".join(PHASES) + " |")
+        lines.append("|---|" + "---:|" * len(PHASES))
+        for key, label in phased:
+            cells = []
+            for name in PHASES:
+                got = [r[key]["phases"][name] for r in reps if name in r.get(key, {}).get("phases", {})]
+                cells.append(f"{fmt(med([g['p50'] for g in got]))} / {fmt(med([g['p95'] for g in got]))}" if got else "–")
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        lines.append("")
     if profiled:
         for name, p in profiled.items():
             lines.append(f"Service worker's JavaScript thread over one more warm series ({name}; "
@@ -245,6 +298,8 @@ def render(args, manifest, reps: list[dict], setup: dict, vers: dict, profiled=N
     lines.append("Versions: " + ", ".join(f"{k} {v}" for k, v in vers.items()))
     return "\n".join(lines)
 
+
+PHASES = ("session", "records", "patients", "read", "render", "total")
 
 LABELS = {
     "chart_warm_app_response": ("chart, warm", "app", "navigation start → worker's HTML received (responseEnd)"),
@@ -339,10 +394,12 @@ def main():
                 for cold in ([False] if args.no_cold else [False, True]):
                     tag = "cold" if cold else "warm"
                     c = chart_series(dev, workers, chart_url, args.opens, cold)
-                    out[f"chart_{tag}_app_response"] = {**summary(c["response"]), "bad": c["not_worker"]}
+                    out[f"chart_{tag}_app_response"] = {**summary(c["response"]), "bad": c["not_worker"],
+                                                        "phases": phase_summary(c["phases"])}
                     out[f"chart_{tag}_app_dcl"] = {**summary(c["dcl"]), "bad": c["not_worker"]}
                     s = search_series(dev, workers, base, queries, cold)
                     out[f"search_{tag}_app"] = {**summary(s["ms"]), "bad": s["not_worker"] + s["empty"],
+                                                "phases": phase_summary(s["phases"]),
                                                 **({"sample": s["sample"]} if "sample" in s else {})}
                     if "sample" in s:
                         log(f"rep {rep} app {tag} search: not answered by the worker: {s['sample'][:200]!r}")
@@ -350,16 +407,20 @@ def main():
                         f"{out[f'chart_{tag}_app_response']['p95']:.0f} ms (DCL "
                         f"{out[f'chart_{tag}_app_dcl']['p95']:.0f}), search {out[f'search_{tag}_app']['p50']:.0f}/"
                         f"{out[f'search_{tag}_app']['p95']:.0f} ms")
+                    log(f"rep {rep} app {tag}: worker phases p50/p95 ms, chart: "
+                        f"{phase_text(out[f'chart_{tag}_app_response']['phases'])}; search: "
+                        f"{phase_text(out[f'search_{tag}_app']['phases'])}")
                     if pdev is None:
                         continue
                     sides = ([] if args.no_peer else [("peer", "peerChart", "peerSearch", None)]) + \
                             ([] if args.no_ceiling else [("ceiling_encrypted", "chartCeiling", "searchCeiling", "encrypted"),
                                                          ("ceiling_plain", "chartCeiling", "searchCeiling", "plain")])
+                    awake = KeepAwake(dev.page)
                     for who, chart_fn, search_fn, variant in sides:
                         pre = [variant] if variant else []
-                        charts = [pdev.page.evaluate(f"(a) => window.{chart_fn}(...a)", pre + [chart_id, cold])
+                        charts = [awake() or pdev.page.evaluate(f"(a) => window.{chart_fn}(...a)", pre + [chart_id, cold])
                                   for _ in range(args.opens)]
-                        finds = [pdev.page.evaluate(f"(a) => window.{search_fn}(...a)", pre + [q, cold])
+                        finds = [awake() or pdev.page.evaluate(f"(a) => window.{search_fn}(...a)", pre + [q, cold])
                                  for q in queries[:args.side_queries]]
                         out[f"chart_{tag}_{who}"] = {**summary([x["ms"] for x in charts]),
                                                      "bad": sum(1 for x in charts if x["rows"] < args.chart_obs)}

@@ -107,3 +107,39 @@ def test_a_patient_sent_to_triage_shows_on_the_triage_worklist_within_3_seconds(
     with server_db(live_server) as db:
         visits = db.execute("SELECT station FROM visit WHERE patient_id = ?", (patient_id,)).fetchall()
         assert [v["station"] for v in visits] == ["triage"]
+
+
+def test_search_on_a_device_follows_a_name_changed_on_another(new_context, live_server):
+    searching_ctx, searching = device(new_context, live_server, live_server.user("registration_clerk", CLINIC))
+    editing_ctx, editing = device(new_context, live_server, live_server.user("nurse", CLINIC))
+
+    before, after = unique_family("Before"), unique_family("After")
+    patient_id = register(editing, live_server, "Imani", before)
+    expect_synced(editing)
+    open_from_device(searching, f"{live_server.url}/patients/{patient_id}")
+
+    # The searching device has read its patients for a search before the change arrives.
+    go_offline(searching_ctx)
+    searching.goto(f"{live_server.url}/patients?q={before}")
+    expect(searching.locator("ul.results")).to_contain_text(f"{before}, Imani")
+
+    editing.goto(f"{live_server.url}/patients/{patient_id}/edit")
+    editing.get_by_label("Family name").fill(after)
+    editing.get_by_role("button", name="Save").click()
+    editing.wait_for_url(f"{live_server.url}/patients/{patient_id}")
+    expect_synced(editing)
+
+    go_online(searching_ctx, searching)
+    deadline = time.monotonic() + 20
+    while True:  # until the change has reached the device: its chart shows the new name
+        searching.evaluate("navigator.serviceWorker.controller.postMessage({type: 'sync'})")
+        open_from_device(searching, f"{live_server.url}/patients/{patient_id}")
+        if after in searching.locator("#demographics").inner_text():
+            break
+        assert time.monotonic() < deadline, "the renamed patient did not reach the device"
+        searching.wait_for_timeout(500)
+    go_offline(searching_ctx)
+    searching.goto(f"{live_server.url}/patients?q={after}")
+    expect(searching.locator("ul.results")).to_contain_text(f"{after}, Imani")
+    searching.goto(f"{live_server.url}/patients?q={before}")
+    expect(searching.locator("main")).to_contain_text(f"No patient in this clinic matches “{before}”")

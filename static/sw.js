@@ -7,8 +7,8 @@
 import "/static/vendor/nunjucks.min.js";
 import { openDB } from "/static/idb/idb.js";
 import { deleteStore, openStore, storeName } from "/static/idb/db.js";
-import { getMeta, getSecretMeta, setMeta, setSecretMeta } from "/static/idb/meta.js";
-import { recordsOfEntity, recordsOfPatient } from "/static/idb/rows.js";
+import { getMeta, getSecretMeta, secretMetaIn, setMeta, setSecretMeta } from "/static/idb/meta.js";
+import { recordsOfEntity, watchRows } from "/static/idb/rows.js";
 import { enqueue, pending, stats } from "/static/idb/outbox.js";
 import { discard, getQuarantined, listQuarantine, resend } from "/static/idb/quarantine.js";
 import { createEnvironment, render as renderTemplate } from "/static/sw/templates.js";
@@ -23,6 +23,9 @@ import { PIN_PATTERN, checkPin, countShortLockMiss, idleState, markActive, markC
 import { attachEscrow, base64url } from "/static/idb/escrow.js";
 import { escrowedParts, rekey } from "/static/idb/rekey.js";
 import { validate, errorsOf } from "/static/sw/validate.js";
+import { dropPatientIndex, patientRecords } from "/static/sw/patient_index.js";
+import { dropPatientRows, rowsOfPatient } from "/static/sw/patient_rows.js";
+import { Timing } from "/static/sw/timing.js";
 
 const VERSION = "__SHELL_VERSION__";
 /** @type {string[]} */
@@ -191,7 +194,11 @@ async function dropKey(userId) {
  * @param {string} userId
  */
 async function lockKey(userId) {
+  // Reads shown so far are audited: written while the key can still encrypt them.
+  await writeReads().catch((error) => console.error("reads not recorded", error));
   runtime.keys.delete(userId);
+  dropPatientIndex();
+  dropPatientRows();
   if (runtime.db && runtime.db.name === storeName(userId)) detachKey(runtime.db);
   await shareKey(userId);
 }
@@ -199,16 +206,17 @@ async function lockKey(userId) {
 /**
  * The idle rules, applied to the person signed in here (idle.js): past the long idle time
  * their key is dropped.
- * @returns {Promise<{state: "none"|import("/static/sw/idle.js").IdleState, userId?: string}>}
+ * @returns {Promise<{state: "none"|import("/static/sw/idle.js").IdleState, userId?: string, slots?: any}>}
  *   "none": no key held, so nothing for the idle lock to do
  */
 async function enforceIdle() {
   const session = await loadSession();
   if (!session || !runtime.keys.get(session.user_id)) return { state: "none" };
   const userId = session.user_id;
-  const state = idleState(await slotsOf(await deviceDb(), userId), Date.now());
+  const slots = await slotsOf(await deviceDb(), userId);
+  const state = idleState(slots, Date.now());
   if (state === "cold") await dropKey(userId);
-  return { state, userId };
+  return { state, userId, slots };
 }
 
 
@@ -304,6 +312,7 @@ async function takeUp(session) {
     };
   }
   await setMeta(db, { ...fresh, session });
+  if (fresh.initial_sync) initialSyncDone = new WeakSet();
   attachEscrow(db, session.user_id, session.escrow_key);
   runtime.session = session;
   return session;
@@ -724,7 +733,11 @@ sw.addEventListener("fetch", (event) => {
     event.respondWith(changingWhoOrWhere(request));
     return;
   }
-  event.respondWith(answer(request, url));
+  const answered = answer(request, url);
+  event.respondWith(answered);
+  // What the page showed is recorded for the audit log once the page has gone out.
+  event.waitUntil(answered.catch(() => null).then(() => writeReads())
+    .catch((error) => console.error("reads not recorded", error)));
 });
 
 async function fromCache(request) {
@@ -784,17 +797,27 @@ async function ready() {
   const session = await loadSession();
   if (!session || !session.offline) return null;
   if (!runtime.keys.get(session.user_id)) return null;
+  if (initialSyncDone.has(runtime.db)) return session;
   const initial = await getMeta(runtime.db, "initial_sync");
+  if (initial && initial.done) initialSyncDone.add(runtime.db);
   return initial && initial.done ? session : null;
 }
 
+/** Stores whose first sync has ended, as last read: asked once, not at every page. */
+let initialSyncDone = new WeakSet();
+// A pull that starts the rows again (reset) starts the first sync again too.
+watchRows((_db, change) => {
+  if (change.reset) initialSyncDone = new WeakSet();
+});
+
 async function answer(request, url) {
+  const timing = new Timing();
   let session, found, form;
   try {
     if (!url.pathname.startsWith("/login")) {
-      const { state, userId } = await enforceIdle();
+      const { state, userId, slots } = await enforceIdle();
       if (state === "short" || state === "cold") return toUnlock(request, url);
-      if (state === "active" && request.mode === "navigate") await markActive(await deviceDb(), /** @type {string} */ (userId), Date.now());
+      if (state === "active" && request.mode === "navigate") await markActive(await deviceDb(), /** @type {string} */ (userId), Date.now(), slots);
     }
     const held = request.mode === "navigate" ? await lockedSession() : null;
     if (held && await hasSlot(held.user_id)) {
@@ -813,7 +836,8 @@ async function answer(request, url) {
   // site, or a page the server rendered) goes to the server, which checks its own way.
   if (form && form.get("csrf_token") !== session.shell.csrf_token) return network(request);
   const db = runtime.db;
-  const ctx = context(request, url, session, form, found.params, db);
+  timing.lap("session");
+  const ctx = context(request, url, session, form, found.params, db, timing);
   try {
     return await found.handler(ctx);
   } catch (error) {
@@ -897,19 +921,34 @@ async function messagesLeftOnServer() {
   return response && response.ok ? (await response.json()).messages || [] : [];
 }
 
-function context(request, url, session, form, params, db = runtime.db) {
+function context(request, url, session, form, params, db = runtime.db, timing = new Timing()) {
   const isHtmx = request.headers.get("HX-Request") === "true";
   const boosted = request.headers.get("HX-Boosted") === "true";
   return {
     request, url, params, session, form, db,
     async records(patientId = null) {
-      const rows = patientId
-        ? await recordsOfPatient(db, patientId)
-        : [...(await recordsOfEntity(db, "patient")).map((record) => ({ entity: "patient", id: record.id, record })),
-          ...(await recordsOfEntity(db, "visit")).map((record) => ({ entity: "visit", id: record.id, record }))];
-      const queued = await pending(db);
+      const [rows, queued] = await Promise.all([patientId
+        ? rowsOfPatient(db, patientId)
+        : Promise.all([recordsOfEntity(db, "patient"), recordsOfEntity(db, "visit")]).then(([patients, visits]) => [
+          ...patients.map((record) => ({ entity: "patient", id: record.id, record })),
+          ...visits.map((record) => ({ entity: "visit", id: record.id, record }))]),
+      pending(db)]);
       const relevant = patientId ? queued.filter((m) => m.patient_id === patientId || m.entity_id === patientId) : queued;
-      return withPending(recordsFrom(rows), relevant);
+      const records = withPending(recordsFrom(rows), relevant);
+      timing.lap("records");
+      return records;
+    },
+    /** Every patient on the device (from the worker's index), with pending changes replayed. */
+    async patients() {
+      const [confirmed, queued] = await Promise.all([patientRecords(db), pending(db)]);
+      const relevant = queued.filter((m) => m.entity === "patient" || String(m.type).startsWith("patient."));
+      const records = relevant.length ? withPending(confirmed, relevant) : confirmed;
+      timing.lap("patients");
+      return records;
+    },
+    /** Start reading the patients now: the person is about to search. */
+    warmPatients() {
+      patientRecords(db).catch(() => {});
     },
     async render(name, pageContext, options = {}) {
       const env = await environment();
@@ -918,10 +957,14 @@ function context(request, url, session, form, params, db = runtime.db) {
       const messages = chosen === name ? [...(await messagesLeftOnServer()), ...runtime.flashes.splice(0)] : [];
       const shell = { ...session.shell, messages, request_id: null };
       const html = renderTemplate(env, chosen, { ...shell, ...pageContext });
+      timing.lap("render");
       return new Response(html, {
         status: options.status || 200,
         // The server's policy (Content-Security-Policy and the rest) holds for the worker's pages too.
-        headers: { ...(session.page_headers || {}), "Content-Type": "text/html; charset=utf-8", "Cache-Control": "no-store", "X-Rendered-By": "service-worker" },
+        headers: {
+          ...(session.page_headers || {}), "Content-Type": "text/html; charset=utf-8", "Cache-Control": "no-store",
+          "X-Rendered-By": "service-worker", "Server-Timing": timing.header(),
+        },
       });
     },
     redirect: (to) => new Response(null, { status: 303, headers: { Location: to } }),
@@ -949,7 +992,10 @@ function context(request, url, session, form, params, db = runtime.db) {
       const response = await fetchWithin(request.url, timeoutMs, { headers: request.headers });
       return response && response.ok && !response.redirected ? response : null;
     },
-    read: (action, patientIds, detail) => recordRead(db, action, patientIds, detail),
+    read: async (action, patientIds, detail) => {
+      recordRead(db, action, patientIds, detail);
+      timing.lap("read");
+    },
     /** Now by the server's clock, as last seen: a tablet's clock may be minutes off. */
     async now() {
       const offset = await getMeta(db, "clock_offset_ms");
@@ -1064,37 +1110,85 @@ const READS_PER_REPORT = 500;
 
 /**
  * What the server must hear of, though it is not a change to a record (a discard, the patient
- * pages shown from the device for the audit log), waits in `meta` until it can be sent.
+ * pages shown from the device for the audit log), waits in `meta` until it can be sent: each
+ * under its own key, encrypted, written once and deleted once sent, so recording one costs
+ * the same however long the device has been offline.
  */
-/** Reports being sent right now: nothing more is merged into them. */
-const inFlight = new Set();
+const REPORT_PREFIX = "report:";
+const REPORT_KEYS = IDBKeyRange.bound(REPORT_PREFIX, `${REPORT_PREFIX}\uffff`);
+let reportsMade = 0;
+
+const reportKey = () => `${REPORT_PREFIX}${String(Date.now()).padStart(15, "0")}:${String(reportsMade++).padStart(9, "0")}:${newId()}`;
 
 async function report(db, path, body) {
-  const held = (await getSecretMeta(db, "reports")) || [];
-  const last = held[held.length - 1];
-  if (path === "/device/reads" && last && last.path === path && !inFlight.has(last.id)
-      && last.body.reads.length < READS_PER_REPORT) {
-    last.body.reads.push(...body.reads);
-  } else {
-    held.push({ id: newId(), path, body });
+  await writeReads();
+  await setSecretMeta(db, { [reportKey()]: { path, body } });
+}
+
+/** @type {{db: any, read: any}[]} pages shown whose reads are not written yet (writeReads) */
+let unwrittenReads = [];
+
+/**
+ * A patient page shown from the device: audited like one from the server. Kept in memory
+ * until the answer has gone out; the fetch handler then writes it (writeReads), so showing
+ * a page waits for no write.
+ */
+function recordRead(db, action, patientIds, detail = {}) {
+  unwrittenReads.push({ db, read: { action, patient_ids: patientIds, at: new Date().toISOString(), detail } });
+}
+
+/** The reads kept in memory, written to their stores: one entry per store and batch. */
+async function writeReads() {
+  if (!unwrittenReads.length) return;
+  const taken = unwrittenReads;
+  unwrittenReads = [];
+  const byStore = new Map();
+  for (const { db, read } of taken) byStore.set(db, [...(byStore.get(db) || []), read]);
+  for (const [db, reads] of byStore) {
+    for (let i = 0; i < reads.length; i += READS_PER_REPORT) {
+      await setSecretMeta(db, { [reportKey()]: { path: "/device/reads", body: { reads: reads.slice(i, i + READS_PER_REPORT) } } });
+    }
   }
-  await setSecretMeta(db, { reports: held });
 }
 
-/** A patient page shown from the device: audited like one from the server. */
-async function recordRead(db, action, patientIds, detail = {}) {
-  await report(db, "/device/reads", { reads: [{ action, patient_ids: patientIds, at: new Date().toISOString(), detail }] });
+/** @type {Promise<unknown>} */
+let sendingReports = Promise.resolve();
+
+/** One sending at a time: two would send the same reports twice. */
+function sendReports(session) {
+  const run = sendingReports.then(() => sendHeldReports(session));
+  sendingReports = run.catch(() => undefined);
+  return run;
 }
 
-async function sendReports(session) {
+async function sendHeldReports(session) {
   const db = runtime.db;
   if (!db) return;
-  const held = (await getSecretMeta(db, "reports")) || [];
+  await writeReads();
+  // An earlier version kept every report in one list.
+  const listed = await getSecretMeta(db, "reports");
+  if (listed) {
+    await setSecretMeta(db, { reports: undefined, ...Object.fromEntries(listed.map((r) => [reportKey(), { path: r.path, body: r.body }])) });
+  }
+  const held = await secretMetaIn(db, REPORT_KEYS);
   if (!held.length) return;
   const clientId = await getMeta(db, "client_id");
-  const sent = new Set();
-  held.forEach((r) => inFlight.add(r.id));
-  for (const { id, path, body } of held) {
+  // Reads go together, a few hundred to a request.
+  /** @type {{path: string, body: any, keys: string[]}[]} */
+  const posts = [];
+  for (const { key, value } of held) {
+    const last = posts[posts.length - 1];
+    if (value.path === "/device/reads" && last && last.path === value.path
+        && last.body.reads.length + value.body.reads.length <= READS_PER_REPORT) {
+      last.body.reads.push(...value.body.reads);
+      last.keys.push(key);
+    } else {
+      posts.push({ path: value.path, body: value.body.reads ? { ...value.body, reads: [...value.body.reads] } : value.body, keys: [key] });
+    }
+  }
+  /** @type {string[]} */
+  const sent = [];
+  for (const { path, body, keys } of posts) {
     let reply;
     try {
       reply = await syncer.post(session, path, { ...body, client_id: clientId });
@@ -1104,10 +1198,7 @@ async function sendReports(session) {
     // Kept for later when the server cannot take it now; dropped when it never will (another
     // 4xx), so it cannot block the rest forever.
     if (reply.status >= 500 || reply.status === 401 || reply.status === 429) break;
-    sent.add(id);
+    sent.push(...keys);
   }
-  held.forEach((r) => inFlight.delete(r.id));
-  // Reports recorded while these were sent are kept: only the sent ones leave.
-  const now = (await getSecretMeta(db, "reports")) || [];
-  await setSecretMeta(db, { reports: now.filter((r) => !sent.has(r.id)) });
+  if (sent.length) await setMeta(db, Object.fromEntries(sent.map((key) => [key, undefined])));
 }

@@ -97,3 +97,19 @@ export async function setSecretMeta(db, entries) {
   }
   await setMeta(db, sealed);
 }
+
+/**
+ * Every secret value whose key is in `range`, in key order, read in one transaction.
+ * @param {Store} db
+ * @param {IDBKeyRange} range
+ * @returns {Promise<{key: string, value: any}[]>}
+ */
+export async function secretMetaIn(db, range) {
+  const tx = db.transaction("meta");
+  /** @type {[IDBValidKey[], any[], void]} */
+  const [keys, values] = await Promise.all([tx.store.getAllKeys(range), tx.store.getAll(range), tx.done]);
+  const dataKey = keyOf(db);
+  return Promise.all(keys.map(async (key, i) => ({
+    key: String(key), value: await decryptJSON(dataKey, metaContext(String(key)), values[i]),
+  })));
+}

@@ -14,7 +14,7 @@
 // sealing can put a create before what refers to it without decrypting anything.
 import { runIn } from "./db.js";
 import { readMeta, writeMeta } from "./meta.js";
-import { prepareRows, putRowIn } from "./rows.js";
+import { prepareRows, putRowIn, rowsChanged } from "./rows.js";
 import { escrowFor } from "./escrow.js";
 import { decryptJSON, encryptJSON, keyOf } from "./vault.js";
 
@@ -535,10 +535,11 @@ export async function settle(db, results, requestId = null) {
       }
     }
     if (acked !== ackedBefore) await writeMeta(meta, { acked_seq: acked });
-    return { settled, rejected, conflicts };
-  }).then(async ({ settled, rejected, conflicts }) => ({
-    settled, conflicts, rejected: await Promise.all(rejected.map((held) => openQuarantined(db, held))),
-  }));
+    return { settled, rejected, conflicts, answeredRows };
+  }).then(async ({ settled, rejected, conflicts, answeredRows }) => {
+    rowsChanged(db, { stored: [...answeredRows].map((rowKey) => newest.get(rowKey)).filter((item) => item !== undefined) });
+    return { settled, conflicts, rejected: await Promise.all(rejected.map((held) => openQuarantined(db, held))) };
+  });
 }
 
 /** @param {string} mid */

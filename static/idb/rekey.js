@@ -8,12 +8,15 @@
 // (conflicts shown, reads not yet reported).
 import { runIn } from "./db.js";
 import { encryptPart, encryptRefusal } from "./outbox.js";
+import { rowsChanged } from "./rows.js";
 import { attachKey } from "./vault.js";
 
 const STRICT = /** @type {const} */ ({ durability: "strict" });
 
 /** Meta entries encrypted under the old key, or tied to rows that go with it. */
-const LOST_WITH_THE_KEY = ["cursor", "initial_sync", "conflicts", "reports"];
+const LOST_WITH_THE_KEY = ["cursor", "initial_sync", "conflicts", "reports", "patient_index"];
+/** The reports not yet sent, one entry each (sw.js report()). */
+const REPORTS = IDBKeyRange.bound("report:", "report:\uffff");
 
 /**
  * @typedef {import("./outbox.js").StoredEntry} StoredEntry
@@ -76,7 +79,9 @@ export async function rekey(db, key, opened, refusals) {
       tx.objectStore("rows").clear(),
       tx.objectStore("sent").clear(),
       ...LOST_WITH_THE_KEY.map((name) => tx.objectStore("meta").delete(name)),
+      tx.objectStore("meta").delete(REPORTS),
     ]);
   });
   attachKey(db, key);
+  rowsChanged(db, { reset: true });
 }

@@ -13,6 +13,29 @@ import { decryptJSON, encryptJSON, keyOf } from "./vault.js";
  *   secret: Uint8Array}} StoredRow  a row as IndexedDB holds it: the record encrypted
  */
 
+/**
+ * @typedef {{reset?: boolean, stored?: Item[], removed?: {entity: string, id: string}[]}} RowsChange
+ *   what one committed transaction did to `rows`: cleared them first, stored items (each
+ *   only if newer than the row held, as putRowIn decides), removed rows
+ */
+
+/** @type {Set<(db: Store, change: RowsChange) => void>} */
+const watchers = new Set();
+
+/**
+ * Be told of every committed change to the rows: for what is kept derived from them in
+ * memory (the worker's patient index), which must never show a row the store no longer has.
+ * @param {(db: Store, change: RowsChange) => void} watcher
+ */
+export function watchRows(watcher) {
+  watchers.add(watcher);
+}
+
+/** @param {Store} db @param {RowsChange} change */
+export function rowsChanged(db, change) {
+  for (const watcher of watchers) watcher(db, change);
+}
+
 /** Ops that take a record away; every other op stores one. */
 const REMOVING_OPS = new Set(["evict", "delete"]);
 
@@ -169,7 +192,7 @@ export async function applyChanges(db, changes, options = {}) {
   const rowOf = new Map(kept.map((change, i) => [change, prepared[i]]));
   const stores = options.meta ? ["rows", "meta"] : ["rows"];
   const tx = db.transaction(stores, "readwrite", { durability: "strict" });
-  return runIn(tx, async () => {
+  const stored = await runIn(tx, async () => {
     const rows = tx.objectStore("rows");
     if (options.reset) await rows.clear();
     let changed = 0;
@@ -190,6 +213,8 @@ export async function applyChanges(db, changes, options = {}) {
     if (options.meta) await writeMeta(tx.objectStore("meta"), options.meta);
     return changed;
   });
+  rowsChanged(db, { reset: Boolean(options.reset), stored: kept, removed: changes.filter((c) => REMOVING_OPS.has(c.op ?? "")) });
+  return stored;
 }
 
 /**
@@ -201,9 +226,11 @@ export async function applyChanges(db, changes, options = {}) {
 export async function putRecords(db, items) {
   const prepared = await prepareRows(db, items);
   const tx = db.transaction("rows", "readwrite", { durability: "strict" });
-  return runIn(tx, async () => {
+  const stored = await runIn(tx, async () => {
     return putRowsIn(tx.store, prepared);
   });
+  rowsChanged(db, { stored: items });
+  return stored;
 }
 
 /**
@@ -252,4 +279,5 @@ export async function countRows(db) {
 export async function clearRows(db) {
   const tx = db.transaction("rows", "readwrite", { durability: "strict" });
   await Promise.all([tx.store.clear(), tx.done]);
+  rowsChanged(db, { reset: true });
 }

@@ -69,12 +69,13 @@ export function searchPatients(records, q, limit = SEARCH_LIMIT) {
   const tokens = q.toLowerCase().split(/\s+/).filter(Boolean);
   if (!tokens.length) return [];
   const digits = normalisePhone(q);
+  // Whether a token may match the phone depends on the query only: decided once, not per patient.
+  const phoneTokens = new Set(tokens.filter((token) => digits.length >= 4 && /^\d+$/.test(token.replace(/[+-]/g, ""))));
   const matches = ofEntity(records, "patient").filter((p) => tokens.every((token) => {
     if ((p.given_name || "").toLowerCase().includes(token)) return true;
     if ((p.family_name || "").toLowerCase().includes(token)) return true;
     if ((p.identifiers || []).some((i) => String(i.value).toLowerCase().startsWith(token))) return true;
-    return digits.length >= 4 && /^\d+$/.test(token.replace(/[+-]/g, ""))
-      && String(p.phone || "").replace(/ /g, "").includes(digits);
+    return phoneTokens.has(token) && String(p.phone || "").replace(/ /g, "").includes(digits);
   }));
   matches.sort((a, b) => compare(a.family_name, b.family_name) || compare(a.given_name, b.given_name));
   return matches.slice(0, limit);

@@ -53,9 +53,10 @@ export function idleState(slots, nowMs) {
  * @param {any} deviceDb
  * @param {string} userId
  * @param {number} nowMs
+ * @param {any} [known] the slot as just read by the caller, saving a second read
  */
-export async function markActive(deviceDb, userId, nowMs) {
-  const slots = await slotsOf(deviceDb, userId);
+export async function markActive(deviceDb, userId, nowMs, known = undefined) {
+  const slots = known ?? await slotsOf(deviceDb, userId);
   if (!slots) return;
   // Every page load lands here: within the minute the idle lock counts in, once is enough.
   const recent = slots.last_active_at && nowMs - slots.last_active_at >= 0 && nowMs - slots.last_active_at < RECORD_EVERY_MS;

@@ -15,6 +15,8 @@ const SERVER_SEARCH_MS = 3000;
  * @typedef {{
  *   request: Request, url: URL, params: string[], session: any, form: FormData|null,
  *   records: (patientId?: string|null) => Promise<Map<string, any>>,
+ *   patients: () => Promise<Map<string, any>>,
+ *   warmPatients: () => void,
  *   render: (name: string, context: any, options?: {fragment?: string, status?: number}) => Promise<Response>,
  *   redirect: (to: string) => Response,
  *   flash: (category: string, message: string) => void,
@@ -73,7 +75,8 @@ async function worklist(ctx) {
 
 async function search(ctx) {
   const q = (ctx.url.searchParams.get("q") || "").trim().slice(0, 100);
-  const context = searchContext(await ctx.records(), q);
+  if (!q) ctx.warmPatients(); // the search page opens: a query follows
+  const context = searchContext(q ? await ctx.patients() : new Map(), q);
   if (q && !context.results.length) {
     // The device holds the clinic's recent patients only; someone last seen years ago is on
     // the server. Ask it, briefly, before saying there is no such patient (and before someone
@@ -105,9 +108,8 @@ async function register(ctx) {
     data.identifiers = [{ system: text(form, "identifier_system") || "other", value: text(form, "identifier_value") }];
   }
   const values = { ...data, identifier_system: text(form, "identifier_system"), identifier_value: text(form, "identifier_value") };
-  const records = await ctx.records();
   if (form.get("confirm_new") !== "yes") {
-    const duplicates = likelyDuplicates(records, data);
+    const duplicates = likelyDuplicates(await ctx.patients(), data);
     if (duplicates.length) await ctx.read("patient.duplicate_check", duplicates.map((d) => d.id));
     if (duplicates.length) return ctx.render("patients/new.html", registrationContext(ctx, values, {}, duplicates), { status: 409 });
   }
