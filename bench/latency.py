@@ -132,6 +132,9 @@ class AppSide:
         if answer is None or answer.headers.get("x-rendered-by") != "service-worker":
             raise RuntimeError("device A's vitals form did not come from its worker")
         a.get_by_label("Heart rate").fill(value)
+        # The clinician is at the chart: a key now and then keeps the device's idle lock away,
+        # which would otherwise take the open chart to the unlock page after some minutes.
+        b.keyboard.press("Shift")
         b.evaluate("([s, t]) => window.__latency.watch(s, t)", [CELL["app"], value])
         a.get_by_role("button", name="Save readings").click()
         seen = True
@@ -143,7 +146,9 @@ class AppSide:
         save = a.evaluate("() => window.__latency.submits.at(-1)")
         lat = b.evaluate("() => ({want: window.__latency.want, pokes: window.__latency.pokes,"
                          " changed: window.__latency.changed})")
-        t = {"save": save, "dom": lat["want"]["dom"], "frame": lat["want"]["frame"]}
+        want = lat["want"] or {}  # None if the page was replaced (then the write counts as missed)
+        seen = seen and bool(want)
+        t = {"save": save, "dom": want.get("dom"), "frame": want.get("frame")}
         pushes = sorted(timing(r) for r in self.a.requests
                         if r.service_worker is not None and r.url.endswith("/sync/v1/push") and timing(r)[0] >= save)
         if pushes:
