@@ -108,7 +108,10 @@ export class Syncer {
     try {
       await this.push(session);
       const changed = await this.pull(session);
-      if (this.deps.afterSync) await this.deps.afterSync(session);
+      // Pages redraw from the stored rows at once, with the status they already show: what
+      // follows does not change what they show. A write queued meanwhile goes before it too.
+      if (changed) this.deps.announce({ ...this.status, changed });
+      if (this.deps.afterSync && !this.again) await this.deps.afterSync(session);
       this.failures = 0;
       this.pushBatch = PUSH_BATCH;
       this.status.offline = false;
@@ -116,7 +119,7 @@ export class Syncer {
       this.status.blocked = false;
       this.status.last_error = null;
       this.status.last_synced_at = new Date().toISOString();
-      await this.refresh({ changed });
+      await this.refresh({ changed: false });
     } catch (error) {
       if (error instanceof SignInNeeded) {
         this.status.needs_sign_in = true;
