@@ -40,12 +40,12 @@ CELL = {"app": f'#vitals tr[data-code="{HEART_RATE}"] td.value',
 SHOWN = "() => Boolean(window.__latency.want && window.__latency.want.frame)"
 # The stages of the app's trip, each between two timestamps (epoch ms) of one write.
 STAGES = (
-    ("save -> push sent", "save", "push_start", "device A: the worker takes the form, queues and seals it"),
+    ("save -> push sent", "save", "push_start", "device A: the worker takes the form, queues and seals it (after any sync cycle under way)"),
     ("push request", "push_start", "push_end", "HTTP + server: apply and commit"),
     ("push answered -> poke at B", "push_end", "poke", "server: the poke (SQLite: change-log poll; PostgreSQL: NOTIFY)"),
     ("poke -> pull sent", "poke", "pull_start", "device B: page tells worker, sync cycle starts"),
     ("pull request", "pull_start", "pull_end", "HTTP + server: the changes since B's cursor"),
-    ("pull answered -> page told", "pull_end", "changed", "device B: store rows, send held reports, recount, broadcast"),
+    ("pull answered -> page told", "pull_end", "changed", "device B: store the rows, tell the pages"),
     ("page told -> chart HTML", "changed", "chart_end", "device B: htmx request, the worker renders the chart"),
     ("chart HTML -> value in DOM", "chart_end", "dom", "device B: htmx swap"),
     ("value in DOM -> next frame", "dom", "frame", "device B: the frame that paints it"),
@@ -71,7 +71,7 @@ def parse_args():
     ap.add_argument("--app-port", type=int, default=18600)
     ap.add_argument("--relay-port", type=int, default=18605)
     ap.add_argument("--peer-port", type=int, default=18620)
-    ap.add_argument("--pg-port", type=int, default=55440)
+    ap.add_argument("--pg-port", type=int, default=55452, help="throwaway PostgreSQL cluster (55452)")
     ap.add_argument("--work", default="/tmp/bench-latency", help="scratch folder (latency/ in it is emptied)")
     a = ap.parse_args()
     if a.quick:
@@ -153,6 +153,12 @@ class AppSide:
                         if r.service_worker is not None and r.url.endswith("/sync/v1/push") and timing(r)[0] >= save)
         if pushes:
             t["push_start"], t["push_end"] = pushes[0]
+            # What A's worker had on the wire between the Save and its push: a push waits for
+            # a sync cycle already under way (one flusher at a time).
+            t["a_busy"] = sorted(r.url.rsplit("/", 2)[-2] + "/" + r.url.rsplit("/", 1)[-1]
+                                 for r in self.a.requests if r.service_worker is not None
+                                 and timing(r)[0] < t["push_start"] and timing(r)[1] > save
+                                 and r.url.rsplit("/", 1)[-1] != "events")
         t["poke"] = first_after(lat["pokes"], save)
         if t["poke"] is not None:
             pulls = sorted(timing(r) for r in self.b.requests if r.service_worker is not None
@@ -304,6 +310,12 @@ def render(args, results: dict, meta: dict) -> str:
                   "| stage | what happens | median ms | p95 ms | writes |", "|---|---|---:|---:|---:|"]
         for label, desc, m, p, n in rows:
             lines.append(f"| {label} | {desc} | {fmt(m)} | {fmt(p)} | {n} |")
+        writes = [w["t"] for s in results["series"][f"{db}:app"] for w in s["writes"] if w["t"].get("push_start")]
+        idle = [t["push_start"] - t["save"] for t in writes if not t.get("a_busy")]
+        busy = [t["push_start"] - t["save"] for t in writes if t.get("a_busy")]
+        lines += ["", f"Save -> push sent on {db}: median {fmt(med(idle))} ms when A's worker had nothing on the wire "
+                  f"({len(idle)} writes), {fmt(med(busy))} ms when a pull or report of a sync cycle already under "
+                  f"way was ({len(busy)} writes; one flusher at a time, the push waits for it)."]
     return "\n".join(lines) + "\n"
 
 
