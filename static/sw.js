@@ -623,7 +623,9 @@ const syncer = new Syncer({
   db: storeOf,
   session: unlockedSession,
   refreshSession,
-  afterSync: (session) => sendReports(session),
+  // Not awaited: a write saved while the reports are on their way is pushed at once, beside
+  // them, rather than after their answer.
+  afterSync: async (session) => { sendReports(session).catch((error) => console.error("reports failed", error)); },
   version: VERSION,
   announce: (status) => broadcast({ type: "status", status: { ...status, version: VERSION } }),
 });
@@ -1086,7 +1088,16 @@ async function recordRead(db, action, patientIds, detail = {}) {
   await report(db, "/device/reads", { reads: [{ action, patient_ids: patientIds, at: new Date().toISOString(), detail }] });
 }
 
-async function sendReports(session) {
+/** Reports being sent, so that the next sending waits for them: none is sent twice. */
+let reporting = Promise.resolve();
+
+function sendReports(session) {
+  const sending = reporting.then(() => sendHeld(session));
+  reporting = sending.catch(() => {});
+  return sending;
+}
+
+async function sendHeld(session) {
   const db = runtime.db;
   if (!db) return;
   const held = (await getSecretMeta(db, "reports")) || [];
