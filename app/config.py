@@ -130,7 +130,7 @@ def build_config(instance_path: str, overrides: dict | None = None) -> dict:
         "SYNC_PULL_SETTLE_SECONDS": float(env.get("SYNC_PULL_SETTLE_SECONDS", "1.0")),
         "SYNC_EVENTS_MAX_SECONDS": float(env.get("SYNC_EVENTS_MAX_SECONDS", "55")),
         "SYNC_EVENTS_KEEPALIVE_SECONDS": float(env.get("SYNC_EVENTS_KEEPALIVE_SECONDS", "15")),
-        "SYNC_EVENTS_POLL_SECONDS": float(env.get("SYNC_EVENTS_POLL_SECONDS", "0.25")),
+        "SYNC_EVENTS_POLL_SECONDS": float(env.get("SYNC_EVENTS_POLL_SECONDS", "0.1")),
         "SYNC_EVENTS_IDLE_SECONDS": float(env.get("SYNC_EVENTS_IDLE_SECONDS", "30")),
         # When the device list in the console flags a device as at risk of losing data.
         "SYNC_RISK_PENDING_HOURS": float(env.get("SYNC_RISK_PENDING_HOURS", "24")),

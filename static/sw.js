@@ -632,7 +632,9 @@ const syncer = new Syncer({
   db: storeOf,
   session: unlockedSession,
   refreshSession,
-  afterSync: (session) => sendReports(session),
+  // Not awaited: a write saved while the reports are on their way is pushed at once, beside
+  // them, rather than after their answer.
+  afterSync: async (session) => { sendReports(session).catch((error) => console.error("reports failed", error)); },
   version: VERSION,
   announce: (status) => broadcast({ type: "status", status: { ...status, version: VERSION } }),
 });

@@ -3,9 +3,10 @@
 Each app process runs one listener thread while anyone is subscribed. On PostgreSQL it
 LISTENs for the NOTIFY that writing transactions send at commit (app/services/pokes.py), so a
 write on any app server reaches devices connected to every other one. On SQLite it watches the
-change log, which also works across the processes of one machine. A stream ends after a
-minute or so and the browser reconnects: that bounds how long a thread is held and re-checks
-the session. The listener ends after SYNC_EVENTS_IDLE_SECONDS without subscribers, so a
+change log, which also works across the processes of one machine: a commit in the same
+process wakes the watcher at once, and the poll catches the other processes' commits. A
+stream ends after a minute or so and the browser reconnects: that bounds how long a thread is
+held and re-checks the session. The listener ends after SYNC_EVENTS_IDLE_SECONDS without subscribers, so a
 process nobody streams from holds no database connection, and the next subscriber starts it.
 """
 from __future__ import annotations
@@ -28,6 +29,11 @@ log = logging.getLogger("clinic.sync.events")
 # pulls on "ready" and keeps polling, so pokes are a speed-up, never the only way to learn.
 READY_WAIT_SECONDS = 5.0
 RETRY_SECONDS = 2.0
+# How long the browser waits before it reconnects. A stream that ends as planned asks for a
+# quick one, since a change made in the gap waits for the next stream's "ready"; every stream
+# starts with the slower pace, which then holds when a stream breaks (the server restarting).
+RECONNECT_MS = 2000
+PLANNED_RECONNECT_MS = 300
 # Without these a silently dropped connection (a NAT or a failover) would stop pokes for hours.
 PG_KEEPALIVES = {"keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10,
                  "keepalives_count": 3, "connect_timeout": 10}
@@ -47,6 +53,7 @@ class PokeHub:
         self._lock = threading.Lock()
         self._listener: _Listener | None = None
         self._idle_since = time.monotonic()
+        self._wake = threading.Event()
 
     @property
     def running(self) -> bool:
@@ -79,6 +86,10 @@ class PokeHub:
                 inbox.put_nowait(True)
             except queue.Full:
                 pass
+
+    def wake(self) -> None:
+        """A commit in this process changed a clinic's records: look at the change log now."""
+        self._wake.set()
 
     def _publish_all(self) -> None:
         with self._lock:
@@ -146,7 +157,9 @@ class PokeHub:
             last = _latest_seq(engine)
             self._now_listening(listener, recovered)
             while self._keep_going(listener):
-                time.sleep(interval)
+                self._wake.wait(interval)
+                # Cleared before the query: a commit during it wakes the next round at once.
+                self._wake.clear()
                 last = self._publish_since(engine, last)
 
     def _publish_since(self, engine, last: int) -> int:
@@ -182,7 +195,7 @@ def stream(clinic_id: str) -> Response:
         # after it arrives as a poke.
         inbox = hub.subscribe(clinic_id)
         try:
-            yield "retry: 2000\n\nevent: ready\ndata: {}\n\n"
+            yield f"retry: {RECONNECT_MS}\n\nevent: ready\ndata: {{}}\n\n"
             deadline = time.monotonic() + lifetime
             while (left := deadline - time.monotonic()) > 0:
                 try:
@@ -191,6 +204,7 @@ def stream(clinic_id: str) -> Response:
                     yield ": keepalive\n\n"
                     continue
                 yield "event: poke\ndata: {}\n\n"
+            yield f"retry: {PLANNED_RECONNECT_MS}\n\n"
         finally:
             hub.unsubscribe(clinic_id, inbox)
 

@@ -2,10 +2,12 @@
 
 On PostgreSQL the announcement is a NOTIFY sent in the writing transaction: the database
 delivers it at commit to every app server listening, and never for a rollback. On SQLite
-the listeners watch the change log instead (sync_api/events.py), so nothing is sent here.
+the listeners watch the change log instead (sync_api/events.py): nothing is sent here, but a
+commit wakes this process's watcher, so its own devices do not wait for the next poll.
 """
 from __future__ import annotations
 
+from flask import current_app, has_app_context
 from sqlalchemy import event, text
 from sqlalchemy.orm import Session
 
@@ -15,6 +17,8 @@ _PENDING = "pokes_pending"
 # channel and payload per transaction anyway; sending it again is only a round trip per
 # mutation of a batch.
 _SENT = "pokes_sent"
+# SQLite: the transaction changed a clinic's records; the watcher looks when it commits.
+_LOCAL = "pokes_local"
 
 
 def announce(clinic_id: str | None) -> None:
@@ -33,6 +37,7 @@ def _notify(session: Session) -> None:
         return
     bind = session.get_bind()
     if bind.dialect.name != "postgresql":
+        session.info[_LOCAL] = True
         return
     sent = session.info.setdefault(_SENT, set())
     for clinic_id in sorted(clinics - sent):
@@ -41,12 +46,25 @@ def _notify(session: Session) -> None:
     sent.update(clinics)
 
 
+@event.listens_for(Session, "after_commit")
+def _wake_watcher(session: Session) -> None:
+    # A savepoint's release lands here too, before anything is visible to other connections.
+    if session.get_nested_transaction() is not None:
+        return
+    if not session.info.pop(_LOCAL, None) or not has_app_context():
+        return
+    hub = current_app.extensions.get("pokes")
+    if hub is not None:
+        hub.wake()
+
+
 @event.listens_for(Session, "after_transaction_end")
 def _ended(session: Session, transaction) -> None:
     # However the outermost transaction ends (commit, rollback, close), the next one has
     # sent nothing yet; a savepoint ending keeps the outer transaction's record.
     if transaction.parent is None:
         session.info.pop(_SENT, None)
+        session.info.pop(_LOCAL, None)
 
 
 @event.listens_for(Session, "after_rollback")

@@ -97,7 +97,7 @@ def patient_get(patient_id: str):
     patient = visible_patient_or_404(patient_id, offer_break_glass=True)
     context = chart_context(patient, current_user.roles, current_user.clinic_id)
     auditing.record("patient.read", patient_id=patient.id)
-    return render("patients/chart.html", {**context, "mid": new_id()})
+    return render("patients/chart.html", {**context, "mid": new_id()}, fragment="patients/_chart.html")
 
 
 @bp.get("/patients/<patient_id>/history")

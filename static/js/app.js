@@ -15,6 +15,32 @@ document.addEventListener("htmx:beforeSwap", (event) => {
   }
 });
 
+/** A field the person has typed into or changed and not sent yet. */
+function edited(field) {
+  if (field instanceof HTMLInputElement && (field.type === "checkbox" || field.type === "radio")) {
+    return field.checked !== field.defaultChecked;
+  }
+  if (field instanceof HTMLSelectElement) {
+    // With no option marked selected, a single select starts at its first one.
+    const options = [...field.options];
+    const marked = options.some((o) => o.defaultSelected);
+    return options.some((o, i) => o.selected !== (marked ? o.defaultSelected : i === 0 && !field.multiple));
+  }
+  if (field instanceof HTMLInputElement || field instanceof HTMLTextAreaElement) return field.value !== field.defaultValue;
+  return false;
+}
+
+// A chart refreshes itself when another device changes the clinic's records; it waits while
+// someone is filling in one of its forms rather than throw their input away. Their own send
+// shows the page afresh, and the next change after that refreshes it again.
+document.addEventListener("htmx:beforeRequest", (event) => {
+  const detail = /** @type {CustomEvent} */ (event).detail;
+  const cause = detail.requestConfig && detail.requestConfig.triggeringEvent;
+  if (!cause || cause.type !== "clinic:changed") return;
+  const region = /** @type {Element} */ (detail.elt);
+  if ([...region.querySelectorAll("input, select, textarea")].some(edited)) event.preventDefault();
+});
+
 document.addEventListener("htmx:configRequest", (event) => {
   const meta = document.querySelector('meta[name="csrf-token"]');
   if (meta) /** @type {CustomEvent} */ (event).detail.headers["X-CSRFToken"] = meta.getAttribute("content");

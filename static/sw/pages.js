@@ -127,7 +127,7 @@ async function chart(ctx) {
   const context = chartContext(ctx.session, await ctx.records(ctx.params[0]), ctx.params[0]);
   if (!context) return ctx.notLocal();
   await ctx.read("patient.read", [ctx.params[0]]);
-  return ctx.render("patients/chart.html", { ...context, mid: newId() });
+  return ctx.render("patients/chart.html", { ...context, mid: newId() }, { fragment: "patients/_chart.html" });
 }
 
 const DEMOGRAPHIC_FIELDS = ["given_name", "family_name", "sex", "birth_date", "phone", "address"];

@@ -17,6 +17,8 @@ const BACKOFF_FIRST_MS = 1000;
 const BACKOFF_MAX_MS = 60_000;
 
 export class SignInNeeded extends Error {}
+/** A pull cut short for a write queued meanwhile: its cycle starts over, push first. */
+class Preempted extends Error {}
 export class Unreachable extends Error {
   /** @param {string} message @param {number|null} retryAfterMs */
   constructor(message, retryAfterMs = null) {
@@ -67,6 +69,9 @@ export class Syncer {
     this.timer = null;
     this.again = false;
     this.pushBatch = PUSH_BATCH;
+    /** @type {AbortController|null} the pull under way, which a queued write may cut short */
+    this.pulling = null;
+    this.owesChanged = false;
   }
 
   /** A new person on the device: nothing of the last one's state carries over. */
@@ -83,6 +88,9 @@ export class Syncer {
     const body = async (lock) => {
       if (lock === null) {
         this.again = true; // someone else is flushing; look again when they are done
+        // A person's write does not wait for a pull's answer: the pull is made again after
+        // the push, which it would be anyway, since the write comes back as a change.
+        if (reason === "write" && this.pulling) this.pulling.abort();
         return;
       }
       do {
@@ -108,8 +116,18 @@ export class Syncer {
     if (!session) return;
     try {
       await this.push(session);
-      const changed = await this.pull(session);
-      if (this.deps.afterSync) await this.deps.afterSync(session);
+      this.pulling = new AbortController();
+      let changed;
+      try {
+        changed = await this.pull(session);
+      } finally {
+        this.pulling = null;
+      }
+      // Pages redraw from the stored rows at once, with the status they already show: what
+      // follows does not change what they show. A write queued meanwhile goes before it too.
+      if (changed || this.owesChanged) this.deps.announce({ ...this.status, changed: true });
+      this.owesChanged = false;
+      if (this.deps.afterSync && !this.again) await this.deps.afterSync(session);
       this.failures = 0;
       this.pushBatch = PUSH_BATCH;
       this.status.offline = false;
@@ -117,8 +135,13 @@ export class Syncer {
       this.status.blocked = false;
       this.status.last_error = null;
       this.status.last_synced_at = new Date().toISOString();
-      await this.refresh({ changed });
+      await this.refresh({ changed: false });
     } catch (error) {
+      if (error instanceof Preempted) {
+        // Pages of the pull may have been stored already; the next cycle tells the pages.
+        this.owesChanged = true;
+        return;
+      }
       if (error instanceof SignInNeeded) {
         this.status.needs_sign_in = true;
         this.status.last_error = "Your session has ended. Sign in again to send your changes; they are kept on this device.";
@@ -285,6 +308,7 @@ export class Syncer {
   }
 
   async post(session, path, body, retried = false) {
+    const signal = path === "/sync/v1/pull" && this.pulling ? this.pulling.signal : undefined;
     let response;
     try {
       response = await fetch(path, {
@@ -294,14 +318,17 @@ export class Syncer {
           "X-CSRFToken": session.shell.csrf_token, "X-Client-Id": body.client_id,
         },
         body: JSON.stringify(body),
+        signal,
       });
     } catch (error) {
+      if (signal && signal.aborted) throw new Preempted();
       throw new Unreachable("No connection to the server. Changes are kept on this device and sent when it is back.");
     }
     let json = {};
     try {
       json = await response.json();
     } catch { /* a proxy's error page: judged by its status below */ }
+    if (signal && signal.aborted) throw new Preempted();
     const reply = { status: response.status, body: json, requestId: response.headers.get("X-Request-ID"), headers: response.headers };
     if (reply.status === 403 && json.error === "csrf_failed" && !retried) {
       const fresh = await this.deps.refreshSession();

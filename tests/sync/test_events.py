@@ -56,6 +56,7 @@ class Stream:
         self._events: queue.Queue = queue.Queue()
         self._stop = threading.Event()
         self.ended = False
+        self.retries: list[int] = []  # each reconnect delay the server asked for, in ms
         self.error: BaseException | None = None
         self._thread = threading.Thread(target=self._read, name="test-event-stream", daemon=True)
         self._thread.start()
@@ -66,6 +67,8 @@ class Stream:
                 buffer = ""
                 for chunk in chunks:
                     *blocks, buffer = (buffer + chunk).split("\n\n")
+                    for block in blocks:
+                        self.retries += _retry_fields(block)
                     for name in filter(None, map(_event_name, blocks)):
                         self._events.put(name)
                     if self._stop.is_set():
@@ -111,6 +114,10 @@ def _event_name(block: str) -> str | None:
         if line.startswith("event:"):
             return line.partition(":")[2].strip()
     return None
+
+
+def _retry_fields(block: str) -> list[int]:
+    return [int(line.partition(":")[2]) for line in block.splitlines() if line.startswith("retry:")]
 
 
 def _eventually(condition, timeout: float) -> bool:
@@ -259,6 +266,34 @@ def test_a_stream_is_never_compressed_so_each_event_leaves_at_once(app, hub, tok
         assert "event: ready" in first
     finally:
         response.close()
+
+
+@pytest.mark.parametrize("app_overrides", [{**FAST_STREAMS, "SYNC_EVENTS_MAX_SECONDS": 0.5}])
+def test_a_stream_that_ends_as_planned_has_the_browser_reconnect_at_once(listen):
+    """A write made between two streams waits for the next one's "ready"; a break (the server
+    restarting) must not have every browser reconnecting at that pace."""
+    stream = listen()
+
+    assert stream.next_event(ARRIVES) is None and stream.ended
+    assert stream.retries[0] >= 1000, "a broken stream would have the browser reconnect in a tight loop"
+    assert len(stream.retries) > 1 and stream.retries[-1] <= 500, \
+        "the browser waits seconds for the next stream after a planned end"
+
+
+@pytest.mark.parametrize("app_overrides", [{**FAST_STREAMS, "SYNC_EVENTS_POLL_SECONDS": 60.0}])
+def test_a_push_pokes_the_devices_listening_on_the_same_server_without_waiting_for_a_poll(
+        hub, listen, push, world):
+    """On SQLite the change log is polled for other processes' writes; this process's own
+    commits wake the watcher, so its devices are poked well before the next poll."""
+    colleague = listen()
+
+    push(_registration(world.clinics["A"].id, 1))
+
+    assert colleague.wait_for("poke", ARRIVES), "the poke waited for the next poll of the change log"
+    colleague.close()
+    # The watcher sees that nobody listens only when it wakes; it would sleep out the poll.
+    time.sleep(FAST_STREAMS["SYNC_EVENTS_IDLE_SECONDS"] + 0.2)
+    hub.wake()
 
 
 @pytest.mark.postgres

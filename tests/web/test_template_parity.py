@@ -255,6 +255,8 @@ def _drive(pages: Pages, world, register, write, client_for) -> None:
     pages.get(as_clerk, f"/patients/{bare}")
     pages.get(as_pharmacist, f"/patients/{bare}")
     pages.get(as_pharmacist, f"/patients/{infant}")
+    # An open chart fetching itself again after another device changed the clinic's records.
+    pages.get(as_clinician, f"/patients/{pid}", headers=HX)
 
     # Demographics: the form, an error, and a save with its flash on the chart.
     pages.get(as_clerk, f"/patients/{pid}/edit")
