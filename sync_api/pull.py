@@ -168,7 +168,23 @@ def _plain_columns(model) -> tuple | None:
     return (*(getattr(model, name) for name in fields), *extra)
 
 
+def _converted(columns) -> frozenset[str]:
+    """Which of the columns hold values to_json_value() changes (times, dates, decimals):
+    the others are copied as they come."""
+    out = set()
+    for column in columns:
+        try:
+            plain = column.type.python_type in (str, int, float, bool)
+        except NotImplementedError:
+            plain = False
+        if not plain:
+            out.add(column.key)
+    return frozenset(out)
+
+
 _PLAIN = {entity: _plain_columns(ENTITY_MODELS[entity]) for entity in BACKFILL_ORDER}
+_CONVERTED = {entity: _converted(columns[:len(ENTITY_MODELS[entity].RECORD_FIELDS)])
+              for entity, columns in _PLAIN.items() if columns}
 
 
 def _backfill(client: SyncClient, cursor: Cursor, limit: int, allowed, now) -> list[dict]:
@@ -184,10 +200,12 @@ def _backfill(client: SyncClient, cursor: Cursor, limit: int, allowed, now) -> l
     while index < len(BACKFILL_ORDER) and room > 0:
         entity = BACKFILL_ORDER[index]
         model = ENTITY_MODELS[entity]
+        # Ordered by the subset's patient_id (equal to the owner): the planner then walks the
+        # subset's key in order and sorts only within each patient, if at all.
         if entity == "patient":
-            owner, order, position = model.id, (model.id,), model.id > after_id
+            owner, order, position = model.id, (SyncSubset.patient_id,), model.id > after_id
         else:
-            owner, order = model.patient_id, (model.patient_id, model.id)
+            owner, order = model.patient_id, (SyncSubset.patient_id, model.id)
             position = tuple_(model.patient_id, model.id) > tuple_(after_owner, after_id)
         entered = and_(SyncSubset.client_id == client.client_id,
                        SyncSubset.patient_id == owner, SyncSubset.patient_id >= after_owner,
@@ -198,8 +216,13 @@ def _backfill(client: SyncClient, cursor: Cursor, limit: int, allowed, now) -> l
         if columns:
             fields = model.RECORD_FIELDS
             rows = db.session.execute(query).all()
-            records = [{name: to_json_value(value) for name, value in zip(fields, row)}
-                       for row in rows]
+            converted = _CONVERTED[entity]
+            records = []
+            for row in rows:
+                record = dict(zip(fields, row))
+                for name in converted:
+                    record[name] = to_json_value(record[name])
+                records.append(record)
             if model in _DERIVED:
                 name, extra, derive = _DERIVED[model]
                 for record, row in zip(records, rows):
