@@ -275,6 +275,7 @@ def prepare(cache: Path, spec: Spec, target: Path, log) -> dict:
     target.mkdir(parents=True)
     for name in ("clinic.db", "audit.db"):
         shutil.copyfile(home / "db" / name, target / name)
+    flask_cli(_urls(target), "db", "upgrade")  # a clinic cached before a migration gets it too
     manifest["urls"] = _urls(target)
     manifest["changes_file"] = str(home / "changes.json")
     manifest["cache_dir"] = str(home)

@@ -10,6 +10,9 @@ from dataclasses import dataclass
 
 from app.domain.ids import is_uuid
 
+# 1: backfill [entity index, last id], in id order; 2: [entity index, last patient id, last id].
+VERSION = 2
+
 
 @dataclass
 class Cursor:
@@ -19,12 +22,13 @@ class Cursor:
     txid: int
     seq: int
     # Subset generation the device holds, and where a backfill of that generation's new
-    # patients stands (entity index, last id), or None when there is none running.
+    # patients stands (entity index, last patient id, last record id: records go out in
+    # (patient_id, id) order), or None when there is none running.
     gen: int
-    backfill: tuple[int, str] | None = None
+    backfill: tuple[int, str, str] | None = None
 
     def encode(self) -> str:
-        body = [1, self.epoch, self.scope, self.txid, self.seq, self.gen,
+        body = [VERSION, self.epoch, self.scope, self.txid, self.seq, self.gen,
                 list(self.backfill) if self.backfill else None]
         raw = json.dumps(body, separators=(",", ":")).encode()
         return base64.urlsafe_b64encode(raw).decode().rstrip("=")
@@ -41,16 +45,18 @@ class Cursor:
             return None
         # Signed cursors are checked before this; still, nothing read here may reach a query
         # with a number no BIGINT column holds, or text (a NUL) no database takes.
-        if version != 1 or not all(_column_int(v) for v in (txid, seq, gen)):
+        if version not in (1, VERSION) or not all(_column_int(v) for v in (txid, seq, gen)):
             return None
         if not isinstance(epoch, str) or not isinstance(scope, str):
             return None
         if backfill is not None:
-            if not (isinstance(backfill, list) and len(backfill) == 2
-                    and _column_int(backfill[0]) and isinstance(backfill[1], str)
-                    and (backfill[1] == "" or is_uuid(backfill[1]))):
+            if not (isinstance(backfill, list) and len(backfill) == (2 if version == 1 else 3)
+                    and _column_int(backfill[0])
+                    and all(isinstance(k, str) and (k == "" or is_uuid(k)) for k in backfill[1:])):
                 return None
-            backfill = (backfill[0], backfill[1])
+            # A version 1 position (an id, in id order) says nothing about (patient_id, id)
+            # order: that entity starts over. The device gets some records again, none missed.
+            backfill = (backfill[0], "", "") if version == 1 else tuple(backfill)
         return cls(epoch, scope, txid, seq, gen, backfill)
 
 

@@ -18,9 +18,10 @@ from sqlalchemy import and_, delete, func, select, text, tuple_, update
 from sqlalchemy.orm import selectinload
 
 from app.extensions import db
-from app.models import ENTITY_MODELS, ChangeLog, EntityHistory, Note, Patient, SyncClient, SyncSubset
-from app.models.records import to_json_value
-from app.models.sealed import open_record
+from app.models import (ENTITY_MODELS, ChangeLog, EntityHistory, Note, Observation, Patient,
+                        SyncClient, SyncSubset)
+from app.models.records import RecordMixin, to_json_value
+from app.models.sealed import SealedRow, open_record
 from app.models.types import utcnow
 from app.services.actor import Actor
 from sync_api.cursor import Cursor, seal, unseal
@@ -139,7 +140,7 @@ def _refresh_subset(actor: Actor, client: SyncClient, cursor: Cursor, now) -> li
         db.session.execute(SyncSubset.__table__.insert(), [
             {"client_id": client.client_id, "patient_id": pid, "added_gen": gen}
             for pid in sorted(entered)])
-        cursor.backfill = (0, "")
+        cursor.backfill = (0, "", "")
     if left:
         db.session.execute(update(SyncSubset).where(
             held_by, SyncSubset.removed_gen.is_(None), SyncSubset.patient_id.in_(left))
@@ -148,34 +149,102 @@ def _refresh_subset(actor: Actor, client: SyncClient, cursor: Cursor, now) -> li
     return [{"op": "evict", "entity": "patient", "id": pid} for pid in sorted(left)]
 
 
+# Records built from more than their RECORD_FIELDS: the extra columns, and how to_record()
+# makes them into one more field.
+_DERIVED = {Observation: ("value", (Observation.value_number, Observation.value_text),
+                          Observation.record_value)}
+
+
+def _plain_columns(model) -> tuple | None:
+    """The columns a record is built from, when it is nothing but columns as JSON values:
+    such rows are read as column tuples, without building ORM objects. Models with sealed
+    fields or related rows in their records keep going through to_record()."""
+    fields = model.RECORD_FIELDS
+    if (issubclass(model, SealedRow) or model.RECORD_RELATIONSHIPS
+            or (model.to_record is not RecordMixin.to_record and model not in _DERIVED)
+            or not set(fields) <= set(model.__mapper__.column_attrs.keys())):
+        return None
+    extra = _DERIVED[model][1] if model in _DERIVED else ()
+    return (*(getattr(model, name) for name in fields), *extra)
+
+
+def _converted(columns) -> frozenset[str]:
+    """Which of the columns hold values to_json_value() changes (times, dates, decimals):
+    the others are copied as they come."""
+    out = set()
+    for column in columns:
+        try:
+            plain = column.type.python_type in (str, int, float, bool)
+        except NotImplementedError:
+            plain = False
+        if not plain:
+            out.add(column.key)
+    return frozenset(out)
+
+
+_PLAIN = {entity: _plain_columns(ENTITY_MODELS[entity]) for entity in BACKFILL_ORDER}
+_CONVERTED = {entity: _converted(columns[:len(ENTITY_MODELS[entity].RECORD_FIELDS)])
+              for entity, columns in _PLAIN.items() if columns}
+
+
 def _backfill(client: SyncClient, cursor: Cursor, limit: int, allowed, now) -> list[dict]:
-    """The current records of the patients that entered at this generation, page by page."""
-    entered = select(SyncSubset.patient_id).where(
-        SyncSubset.client_id == client.client_id, SyncSubset.added_gen == cursor.gen,
-        SyncSubset.removed_gen.is_(None))
-    index, after = cursor.backfill
+    """The current records of the patients that entered at this generation, page by page.
+
+    Each entity's records go out in (patient_id, id) order, walking the entered patients in
+    order: a page reads its rows from the cursor on through the (patient_id, id) index rather
+    than sorting every remaining record of the subset again.
+    """
+    index, after_owner, after_id = cursor.backfill
     out: list[dict] = []
     room = limit
     while index < len(BACKFILL_ORDER) and room > 0:
         entity = BACKFILL_ORDER[index]
         model = ENTITY_MODELS[entity]
-        owner = model.id if entity == "patient" else model.patient_id
-        query = (select(model).where(owner.in_(entered), model.id > after)
-                 .order_by(model.id).limit(room))
-        if entity in _EAGER:
-            query = query.options(_EAGER[entity])
-        rows = db.session.execute(query).scalars().all()
-        for row in rows:
-            record = for_device(entity, row.to_record(), allowed, now)
-            if record is not None:
-                out.append({"op": "put", "entity": entity, "id": row.id,
-                            "version": row.version, "record": record})
+        # Ordered by the subset's patient_id (equal to the owner): the planner then walks the
+        # subset's key in order and sorts only within each patient, if at all.
+        if entity == "patient":
+            owner, order, position = model.id, (SyncSubset.patient_id,), model.id > after_id
+        else:
+            owner, order = model.patient_id, (SyncSubset.patient_id, model.id)
+            position = tuple_(model.patient_id, model.id) > tuple_(after_owner, after_id)
+        entered = and_(SyncSubset.client_id == client.client_id,
+                       SyncSubset.patient_id == owner, SyncSubset.patient_id >= after_owner,
+                       SyncSubset.added_gen == cursor.gen, SyncSubset.removed_gen.is_(None))
+        columns = _PLAIN[entity]
+        query = select(*columns) if columns else select(model)
+        query = query.join(SyncSubset, entered).where(position).order_by(*order).limit(room)
+        if columns:
+            fields = model.RECORD_FIELDS
+            rows = db.session.execute(query).all()
+            converted = _CONVERTED[entity]
+            records = []
+            for row in rows:
+                record = dict(zip(fields, row))
+                for name in converted:
+                    record[name] = to_json_value(record[name])
+                records.append(record)
+            if model in _DERIVED:
+                name, extra, derive = _DERIVED[model]
+                for record, row in zip(records, rows):
+                    record[name] = derive(*row[len(fields):])
+        else:
+            if entity in _EAGER:
+                query = query.options(_EAGER[entity])
+            rows = db.session.execute(query).scalars().all()
+            records = [row.to_record() for row in rows]
+        for record in records:
+            shown = for_device(entity, record, allowed, now)
+            if shown is not None:
+                out.append({"op": "put", "entity": entity, "id": record["id"],
+                            "version": record["version"], "record": shown})
         room -= len(rows)
         if room > 0:  # this entity is done
-            index, after = index + 1, ""
+            index, after_owner, after_id = index + 1, "", ""
         else:
-            after = rows[-1].id
-    cursor.backfill = (index, after) if index < len(BACKFILL_ORDER) else None
+            last = records[-1]
+            after_owner = last["id"] if entity == "patient" else last["patient_id"]
+            after_id = last["id"]
+    cursor.backfill = (index, after_owner, after_id) if index < len(BACKFILL_ORDER) else None
     return out
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-from sqlalchemy import Boolean, Date, Float, ForeignKey, Integer, String, Text
+from sqlalchemy import Boolean, Date, Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.extensions import db
@@ -52,9 +52,11 @@ class Patient(VersionedEntity, db.Model):
 
 class PatientIdentifier(SealedRow, VersionedEntity, db.Model):
     __tablename__ = "patient_identifier"
+    # A patient's records, in id order: sync walks them this way (sync_api/pull.py).
+    __table_args__ = (Index("ix_patient_identifier_patient_id_id", "patient_id", "id"),)
     RECORD_FIELDS = ("id", "version", "patient_id", "system", "value", "active", "retired_reason",
                      "created_at", "updated_at")
-    patient_id: Mapped[str] = mapped_column(ForeignKey("patient.id"), index=True)
+    patient_id: Mapped[str] = mapped_column(ForeignKey("patient.id"))
     system: Mapped[str] = mapped_column(String(40))
     value = SealedField()
     # Wide enough for a sealed 100-character value.
@@ -75,9 +77,11 @@ class PatientIdentifier(SealedRow, VersionedEntity, db.Model):
 
 class Visit(VersionedEntity, db.Model):
     __tablename__ = "visit"
+    # A patient's records, in id order: sync walks them this way (sync_api/pull.py).
+    __table_args__ = (Index("ix_visit_patient_id_id", "patient_id", "id"),)
     RECORD_FIELDS = ("id", "version", "patient_id", "clinic_id", "station", "status", "reason",
                      "started_at", "ended_at", "station_since", "updated_at")
-    patient_id: Mapped[str] = mapped_column(ForeignKey("patient.id"), index=True)
+    patient_id: Mapped[str] = mapped_column(ForeignKey("patient.id"))
     clinic_id: Mapped[str] = mapped_column(ForeignKey("clinic.id"), index=True)
     station: Mapped[str] = mapped_column(String(20), index=True)
     status: Mapped[str] = mapped_column(String(20), default="in-progress")
@@ -91,9 +95,11 @@ class Visit(VersionedEntity, db.Model):
 
 class Observation(VersionedEntity, db.Model):
     __tablename__ = "observation"
+    # A patient's records, in id order: sync walks them this way (sync_api/pull.py).
+    __table_args__ = (Index("ix_observation_patient_id_id", "patient_id", "id"),)
     RECORD_FIELDS = ("id", "version", "patient_id", "visit_id", "code", "unit", "effective_at",
                      "created_at")
-    patient_id: Mapped[str] = mapped_column(ForeignKey("patient.id"), index=True)
+    patient_id: Mapped[str] = mapped_column(ForeignKey("patient.id"))
     visit_id: Mapped[str | None] = mapped_column(ForeignKey("visit.id"), index=True)
     code: Mapped[str] = mapped_column(String(20))
     value_number: Mapped[float | None] = mapped_column(Float)
@@ -103,15 +109,22 @@ class Observation(VersionedEntity, db.Model):
 
     def to_record(self) -> dict:
         record = super().to_record()
-        record["value"] = self.value_number if self.value_number is not None else self.value_text
+        record["value"] = self.record_value(self.value_number, self.value_text)
         return record
+
+    @staticmethod
+    def record_value(value_number, value_text):
+        """The record's one `value`: sync reads the columns without the ORM and uses this too."""
+        return value_number if value_number is not None else value_text
 
 
 class Condition(SealedRow, VersionedEntity, db.Model):
     __tablename__ = "condition"
+    # A patient's records, in id order: sync walks them this way (sync_api/pull.py).
+    __table_args__ = (Index("ix_condition_patient_id_id", "patient_id", "id"),)
     RECORD_FIELDS = ("id", "version", "patient_id", "visit_id", "code", "text", "clinical_status",
                      "onset_date", "resolved_at", "created_at", "updated_at")
-    patient_id: Mapped[str] = mapped_column(ForeignKey("patient.id"), index=True)
+    patient_id: Mapped[str] = mapped_column(ForeignKey("patient.id"))
     visit_id: Mapped[str | None] = mapped_column(ForeignKey("visit.id"))
     code = SealedField()
     text = SealedField()
@@ -124,9 +137,11 @@ class Condition(SealedRow, VersionedEntity, db.Model):
 
 class Note(SealedRow, VersionedEntity, db.Model):
     __tablename__ = "note"
+    # A patient's records, in id order: sync walks them this way (sync_api/pull.py).
+    __table_args__ = (Index("ix_note_patient_id_id", "patient_id", "id"),)
     RECORD_FIELDS = ("id", "version", "patient_id", "visit_id", "text", "status", "created_by",
                      "signed_by", "signed_at", "created_at", "updated_at")
-    patient_id: Mapped[str] = mapped_column(ForeignKey("patient.id"), index=True)
+    patient_id: Mapped[str] = mapped_column(ForeignKey("patient.id"))
     visit_id: Mapped[str | None] = mapped_column(ForeignKey("visit.id"))
     text = SealedField()
     text_stored: Mapped[str] = mapped_column("text", Text)
@@ -149,19 +164,23 @@ class NoteAddendum(SealedRow, VersionedEntity, db.Model):
     """An amendment to a signed note: the signed text itself never changes."""
 
     __tablename__ = "note_addendum"
+    # A patient's records, in id order: sync walks them this way (sync_api/pull.py).
+    __table_args__ = (Index("ix_note_addendum_patient_id_id", "patient_id", "id"),)
     RECORD_FIELDS = ("id", "version", "note_id", "patient_id", "text", "created_by", "created_at")
     note_id: Mapped[str] = mapped_column(ForeignKey("note.id"), index=True)
-    patient_id: Mapped[str] = mapped_column(ForeignKey("patient.id"), index=True)
+    patient_id: Mapped[str] = mapped_column(ForeignKey("patient.id"))
     text = SealedField()
     text_stored: Mapped[str] = mapped_column("text", Text)
 
 
 class MedicationRequest(VersionedEntity, db.Model):
     __tablename__ = "medication_request"
+    # A patient's records, in id order: sync walks them this way (sync_api/pull.py).
+    __table_args__ = (Index("ix_medication_request_patient_id_id", "patient_id", "id"),)
     RECORD_FIELDS = ("id", "version", "patient_id", "visit_id", "medication", "dose", "route",
                      "frequency", "duration_days", "quantity", "quantity_dispensed", "status",
                      "created_by", "created_at", "updated_at")
-    patient_id: Mapped[str] = mapped_column(ForeignKey("patient.id"), index=True)
+    patient_id: Mapped[str] = mapped_column(ForeignKey("patient.id"))
     visit_id: Mapped[str | None] = mapped_column(ForeignKey("visit.id"))
     medication: Mapped[str] = mapped_column(String(200))
     dose: Mapped[str] = mapped_column(String(100))
@@ -175,18 +194,22 @@ class MedicationRequest(VersionedEntity, db.Model):
 
 class MedicationDispense(VersionedEntity, db.Model):
     __tablename__ = "medication_dispense"
+    # A patient's records, in id order: sync walks them this way (sync_api/pull.py).
+    __table_args__ = (Index("ix_medication_dispense_patient_id_id", "patient_id", "id"),)
     RECORD_FIELDS = ("id", "version", "request_id", "patient_id", "quantity", "created_by",
                      "created_at")
     request_id: Mapped[str] = mapped_column(ForeignKey("medication_request.id"), index=True)
-    patient_id: Mapped[str] = mapped_column(ForeignKey("patient.id"), index=True)
+    patient_id: Mapped[str] = mapped_column(ForeignKey("patient.id"))
     quantity: Mapped[int] = mapped_column(Integer)
 
 
 class Appointment(VersionedEntity, db.Model):
     __tablename__ = "appointment"
+    # A patient's records, in id order: sync walks them this way (sync_api/pull.py).
+    __table_args__ = (Index("ix_appointment_patient_id_id", "patient_id", "id"),)
     RECORD_FIELDS = ("id", "version", "patient_id", "clinic_id", "starts_at", "reason", "status",
                      "cancel_reason", "created_at", "updated_at")
-    patient_id: Mapped[str] = mapped_column(ForeignKey("patient.id"), index=True)
+    patient_id: Mapped[str] = mapped_column(ForeignKey("patient.id"))
     clinic_id: Mapped[str] = mapped_column(ForeignKey("clinic.id"), index=True)
     starts_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     reason: Mapped[str | None] = mapped_column(String(300))
@@ -196,9 +219,11 @@ class Appointment(VersionedEntity, db.Model):
 
 class Consent(VersionedEntity, db.Model):
     __tablename__ = "consent"
+    # A patient's records, in id order: sync walks them this way (sync_api/pull.py).
+    __table_args__ = (Index("ix_consent_patient_id_id", "patient_id", "id"),)
     RECORD_FIELDS = ("id", "version", "patient_id", "visit_id", "scope", "signer_name",
                      "signer_relation", "signature_png", "signed_at", "created_by", "created_at")
-    patient_id: Mapped[str] = mapped_column(ForeignKey("patient.id"), index=True)
+    patient_id: Mapped[str] = mapped_column(ForeignKey("patient.id"))
     visit_id: Mapped[str | None] = mapped_column(ForeignKey("visit.id"))
     scope: Mapped[str] = mapped_column(String(40))
     signer_name: Mapped[str] = mapped_column(String(200))

@@ -291,10 +291,10 @@ def test_a_tampered_cursor_starts_afresh_rather_than_failing(clerk):
         Cursor(real.epoch, real.scope, -(10**30), real.seq, real.gen),
         Cursor(real.epoch, real.scope, real.txid, -(10**30), real.gen),
         Cursor(real.epoch, real.scope, real.txid, real.seq, -(10**30)),
-        Cursor(real.epoch, real.scope, real.txid, real.seq, real.gen, (10**30, "")),
-        Cursor(real.epoch, real.scope, real.txid, real.seq, real.gen, (-1, "")),
-        Cursor(real.epoch, real.scope, real.txid, real.seq, real.gen, (99, "")),
-        Cursor(real.epoch, real.scope, real.txid, real.seq, real.gen, (0, "a\x00b")),
+        Cursor(real.epoch, real.scope, real.txid, real.seq, real.gen, (10**30, "", "")),
+        Cursor(real.epoch, real.scope, real.txid, real.seq, real.gen, (-1, "", "")),
+        Cursor(real.epoch, real.scope, real.txid, real.seq, real.gen, (99, "", "")),
+        Cursor(real.epoch, real.scope, real.txid, real.seq, real.gen, (0, "", "a\x00b")),
     ):
         pulled = send(clerk, PULL, body_for(PULL, cursor=tampered.encode()))
         assert pulled.status_code == 200, (tampered, pulled.get_json())

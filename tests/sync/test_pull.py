@@ -1,10 +1,12 @@
 """Pull: every change a device may hold, in order, nothing skipped, evictions and resets."""
 from __future__ import annotations
 
+import base64
 import gzip
 import json
 import shutil
 from datetime import timedelta
+from types import SimpleNamespace
 
 import pytest
 from sqlalchemy import update
@@ -14,6 +16,8 @@ from app.extensions import db
 from app.models import Membership, Observation, Patient, Visit
 from app.models.types import utcnow
 from sync_api.client import SyncClient as Device
+from sync_api.cursor import seal, unseal
+from sync_api.pull import BACKFILL_ORDER
 from tests.sync.builders import observe, register
 
 
@@ -71,6 +75,43 @@ def test_pages_of_a_pull_deliver_every_record_once(world, device, clinic_a):
     fresh.transport = counting
     fresh.pull(limit=3)
     assert len(pages) > 4 and max(pages) <= 3
+    assert held(fresh, "patient") == set(patients)
+    assert held(fresh, "observation") == observations
+
+
+@pytest.mark.postgres
+def test_a_cursor_issued_before_the_patient_order_goes_on_without_a_gap(app, world, device,
+                                                                        clinic_a):
+    """A device mid-backfill when the server moved to (patient_id, id) order holds a version 1
+    cursor (entity index, last id in id order): that entity starts over, nothing is missed."""
+    clerk = device("registration_clerk")
+    patients = [register(clerk, clinic_a) for _ in range(5)]
+    clerk.push()
+    nurse = device("nurse")
+    observations = {observe(nurse, pid, value=60 + i) for i, pid in enumerate(patients * 2)}
+    nurse.push()
+    fresh = device("nurse")
+    key = f"{app.config['SECRET_KEY']}|{fresh.client_id}".encode()
+    original, rewritten = fresh.transport, []
+
+    def old_cursor(method, path, body):
+        reply = original(method, path, body)
+        cursor = unseal(reply.body.get("cursor"), key)
+        if not rewritten and cursor and cursor.backfill and cursor.backfill[2]:
+            entity = BACKFILL_ORDER[cursor.backfill[0]]
+            if entity == "observation":
+                # The highest id already delivered: in id order, all below it would count
+                # as sent, though (patient_id, id) order has not sent them all yet.
+                sent = max(c["id"] for c in reply.body["changes"] if c["entity"] == entity)
+                raw = json.dumps([1, cursor.epoch, cursor.scope, cursor.txid, cursor.seq,
+                                  cursor.gen, [cursor.backfill[0], sent]]).encode()
+                body_v1 = base64.urlsafe_b64encode(raw).decode().rstrip("=")
+                reply.body["cursor"] = seal(SimpleNamespace(encode=lambda: body_v1), key)
+                rewritten.append(sent)
+        return reply
+    fresh.transport = old_cursor
+    fresh.pull(limit=4)
+    assert rewritten
     assert held(fresh, "patient") == set(patients)
     assert held(fresh, "observation") == observations
 
