@@ -11,6 +11,7 @@ from collections import Counter
 from pathlib import Path
 
 from _backends import app_env
+from _memory import children
 from _paths import ROOT, stop_process
 
 
@@ -51,16 +52,7 @@ class Gunicorn:
         raise RuntimeError(f"gunicorn did not answer on 127.0.0.1:{self.port}")
 
     def _children(self) -> list[int]:
-        kids = []
-        for entry in os.listdir("/proc"):
-            if entry.isdigit():
-                try:
-                    stat = Path(f"/proc/{entry}/stat").read_text()
-                except OSError:
-                    continue
-                if int(stat[stat.rindex(")") + 2:].split()[1]) == self.proc.pid:
-                    kids.append(int(entry))
-        return kids
+        return children(self.proc.pid)
 
     def cpu_seconds(self) -> float:
         """User+system CPU of the master and its workers so far (Linux /proc)."""
