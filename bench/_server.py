@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import subprocess
 import time
 from collections import Counter
 from pathlib import Path
 
 from _backends import app_env
-from _memory import children
+from _memory import children, cpu_seconds
 from _paths import ROOT, stop_process
 
 
@@ -56,15 +55,7 @@ class Gunicorn:
 
     def cpu_seconds(self) -> float:
         """User+system CPU of the master and its workers so far (Linux /proc)."""
-        total = 0.0
-        for pid in [self.proc.pid, *self.workers]:
-            try:
-                stat = Path(f"/proc/{pid}/stat").read_text()
-            except OSError:
-                continue
-            f = stat[stat.rindex(")") + 2:].split()
-            total += (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
-        return total
+        return cpu_seconds([self.proc.pid, *self.workers])
 
     def stop(self):
         stop_process(self.proc, self.log)

@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session, selectinload
 from app.domain.ids import is_uuid, new_id
 from app.domain.mutations import MutationType
 from app.extensions import db
-from app.models import ChangeLog, Conflict, EntityHistory, Patient
+from app.models import ChangeLog, Conflict, EntityHistory, Patient, Visit
 from app.models.sealed import seal_fields, seal_record
 from app.models.types import utcnow
 from app.services.actor import Actor
@@ -34,7 +34,6 @@ class BatchLookups:
 
     @classmethod
     def prefetch(cls, mutations: list[Mutation], actor: Actor) -> BatchLookups:
-        from app.models import Visit
         lookups = cls()
         patient_ids = _named(mutations, "patient_id")
         visit_ids = _named(mutations, "visit_id")
