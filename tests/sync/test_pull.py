@@ -368,3 +368,23 @@ def test_a_pull_comes_compressed_to_a_client_that_accepts_it_and_plain_to_one_th
     assert {c["id"] for c in answer["changes"] if c["entity"] == "patient"} == patients
     assert answer["changes"] == json.loads(plain)["changes"]
     assert len(zipped) < len(plain) / 2
+
+
+@pytest.mark.postgres
+def test_a_colleagues_first_sync_holds_each_record_as_the_writer_was_answered(device, clinic_a):
+    clerk, nurse = device("registration_clerk"), device("nurse")
+    pid = register(clerk, clinic_a)
+    clerk.push()
+    visit_id = new_id()
+    nurse.queue("visit.start", "visit", visit_id,
+                {"patient_id": pid, "clinic_id": clinic_a, "station": "triage"})
+    observe(nurse, pid, value=38.4, code="8310-5", unit="Cel", visit_id=visit_id)
+    observe(nurse, pid, value="positive", code="LAB-MAL", unit="result")
+    answered = {(a["entity"], a["entity_id"]): a["record"] for a in nurse.push()}
+    assert all(a is not None for a in answered.values())
+
+    colleague = device("clinician")
+    colleague.pull()
+
+    held_records = {key: colleague.store.rows[key] for key in answered}
+    assert held_records == answered
