@@ -113,7 +113,7 @@ def pull_route():
     require_clinical(actor)
     body = json_body(PULL_REQUEST)
     seen = horizon()
-    client = claim(actor, body["client_id"], body.get("telemetry"))
+    client = claim(actor, body["client_id"], body.get("telemetry"), pulling=True)
     limit = body.get("limit") or current_app.config["SYNC_PULL_LIMIT"]
     payload = pull(actor, client, body.get("cursor"), limit, seen)
     _audit_reads(actor, client.client_id, payload["changes"])

@@ -9,7 +9,7 @@ from app.domain import roles as role_rules
 from app.extensions import csrf
 from app.services import tokens
 from app.services.actor import Actor
-from app.web.sessions import clinics_of, roles_at
+from app.web.sessions import memberships_of
 from sync_api.errors import SyncError
 
 
@@ -26,11 +26,12 @@ def current_actor() -> Actor:
             raise _unauthenticated("This token is not valid, was revoked or belongs to a "
                                    "disabled account. Nothing was applied.")
         user = token.user
-        clinics = clinics_of(user)
-        clinic_id = token.clinic_id if token.clinic_id in clinics else (clinics[0] if clinics else None)
+        memberships = memberships_of(user)
+        clinic_id = (token.clinic_id if token.clinic_id in memberships
+                     else next(iter(memberships), None))
         return Actor(user_id=user.id, username=user.username,
                      organization_id=user.organization_id, clinic_id=clinic_id,
-                     roles=roles_at(user, clinic_id), client_id=client_id,
+                     roles=memberships.get(clinic_id, frozenset()), client_id=client_id,
                      request_id=g.get("request_id"))
     if not current_user.is_authenticated:
         raise _unauthenticated("Your session has ended. Sign in again; nothing was applied and "

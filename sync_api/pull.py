@@ -45,8 +45,8 @@ class Horizon:
     end: tuple[int, int]
 
 
-def horizon() -> Horizon:
-    """Where the log may be read to now.
+def horizon(again: bool = False) -> Horizon:
+    """Where the log may be read to now (`again`: once more in the same transaction).
 
     On PostgreSQL: below the oldest transaction still running in this database, other than
     this pull's own (which writes no changes). Transaction ids are shared by the whole
@@ -54,12 +54,15 @@ def horizon() -> Horizon:
     not hold every device's pull back; only this database's transactions can write the log.
     """
     if db.session.get_bind().dialect.name == "postgresql":
-        # Pulls write no changes, so they need not wait for one another: marked, they are
-        # left out of every pull's horizon (a poke makes a whole clinic pull at once).
-        db.session.execute(text(f"SET LOCAL application_name = '{PULL_APPLICATION}'"))
-        db.session.execute(text("SELECT pg_stat_clear_snapshot()"))  # fresh on every retry
+        if again:
+            # The activity view is read once per transaction and kept; a retry needs it anew.
+            db.session.execute(text("SELECT pg_stat_clear_snapshot()"))
+        # Pulls write no changes, so they need not wait for one another: marked (for this
+        # transaction: set_config's `true`), they are left out of every pull's horizon (a
+        # poke makes a whole clinic pull at once).
         row = db.session.execute(text(
-            "SELECT pg_snapshot_xmax(s)::text::bigint AS xmax,"
+            "SELECT set_config('application_name', :pulling, true) AS marked,"
+            " pg_snapshot_xmax(s)::text::bigint AS xmax,"
             " ARRAY(SELECT x::text::bigint FROM pg_snapshot_xip(s) AS x"
             "       WHERE x::text::bigint % 4294967296 IN ("
             "         SELECT backend_xid::text::bigint FROM pg_stat_activity"
@@ -93,7 +96,6 @@ def pull(actor: Actor, client: SyncClient, cursor_text: str | None, limit: int,
     if cursor.backfill is None and len(changes) < limit:
         found, more_in_log = _log(client, cursor, limit - len(changes), allowed, now, seen)
         changes += found
-    client.last_pull_at = now
     return {"cursor": seal(cursor, key), "has_more": cursor.backfill is not None or more_in_log,
             "reset": reset, "last_seq": client.last_seq, "changes": changes,
             "server_time": to_json_value(now)}
@@ -124,12 +126,17 @@ def _refresh_subset(actor: Actor, client: SyncClient, cursor: Cursor, now) -> li
     """
     held_by = SyncSubset.client_id == client.client_id
     gen = cursor.gen
-    db.session.execute(delete(SyncSubset).where(held_by, SyncSubset.added_gen > gen))
-    db.session.execute(update(SyncSubset).where(held_by, SyncSubset.removed_gen > gen)
-                       .values(removed_gen=None))
-    db.session.execute(delete(SyncSubset).where(held_by, SyncSubset.removed_gen <= gen))
-    held = set(db.session.execute(select(SyncSubset.patient_id).where(
-        held_by, SyncSubset.removed_gen.is_(None))).scalars())
+    rows = db.session.execute(select(SyncSubset.patient_id, SyncSubset.added_gen,
+                                     SyncSubset.removed_gen).where(held_by)).all()
+    # Usually every generation was acknowledged and nothing needs undoing: the rows are
+    # only read, and the writes below run when one was not.
+    if any(r.added_gen > gen or r.removed_gen is not None for r in rows):
+        db.session.execute(delete(SyncSubset).where(held_by, SyncSubset.added_gen > gen))
+        db.session.execute(update(SyncSubset).where(held_by, SyncSubset.removed_gen > gen)
+                           .values(removed_gen=None))
+        db.session.execute(delete(SyncSubset).where(held_by, SyncSubset.removed_gen <= gen))
+    held = {r.patient_id for r in rows if r.added_gen <= gen
+            and (r.removed_gen is None or r.removed_gen > gen)}
     wanted = subset_patient_ids(actor, client.client_id, now)
     entered, left = wanted - held, held - wanted
     client.generation = gen
@@ -275,7 +282,7 @@ def _log(client: SyncClient, cursor: Cursor, room: int, allowed, now,
         if not held_back or time.monotonic() >= give_up_at:
             break
         time.sleep(0.02)
-        seen = horizon()
+        seen = horizon(again=True)
     full = len(ready) == room
     # Rows are in (txid, seq) order, so everything below the horizon came before the first
     # row held back: the cursor may move to the horizon unless the page filled up first.

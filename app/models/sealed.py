@@ -149,6 +149,8 @@ def seal_record(entity: str, record: dict) -> dict:
 
 
 def open_record(entity: str, record: dict) -> dict:
+    if next(positions(entity, record.get("id"), record), None) is None:
+        return record  # most records seal nothing: a pull page need not copy each one
     return open_fields(entity, record.get("id"), record)
 
 

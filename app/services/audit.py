@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from dataclasses import dataclass
+from weakref import WeakKeyDictionary
 
 from flask import current_app
 from sqlalchemy import func, insert, select, text
@@ -73,28 +75,100 @@ def _take_turn(conn) -> None:
         conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})
 
 
+class _Turn:
+    """One caller's entries, waiting to be written."""
+    __slots__ = ("entries", "done", "error")
+
+    def __init__(self, entries: list[AuditEntry]):
+        self.entries, self.done, self.error = entries, False, None
+
+
+class _Queue:
+    """The callers of one process waiting to append to one audit database."""
+
+    def __init__(self):
+        self.lock = threading.Lock()  # guards `waiting`
+        self.writing = threading.Lock()  # held by the caller writing a batch
+        self.waiting: list[_Turn] = []
+
+
+_QUEUES: WeakKeyDictionary = WeakKeyDictionary()  # engine -> _Queue
+_QUEUES_LOCK = threading.Lock()
+
+
+def _queue_for(engine) -> _Queue:
+    with _QUEUES_LOCK:
+        queue = _QUEUES.get(engine)
+        if queue is None:
+            queue = _QUEUES[engine] = _Queue()
+        return queue
+
+
 def append(entries: list[AuditEntry]) -> None:
+    """Write the entries to the chain before returning, or raise AuditUnavailable.
+
+    Every append takes turns on the one chain, and each turn costs a lock and a durable
+    commit. So callers arriving while a batch is being written wait, and the next of them
+    writes all the waiting entries in one turn (a group commit): at a clinic's busy hour,
+    a whole thread pool's reads and writes are recorded in one transaction, not one each.
+    Nobody returns before their own entries are committed.
+    """
     if not entries:
         return
     try:
-        with _engine().begin() as conn:
-            _take_turn(conn)
-            last = conn.execute(select(AuditEvent.id, AuditEvent.hash)
-                                .order_by(AuditEvent.id.desc()).limit(1)).first()
-            next_id, prev_hash = (last.id + 1, last.hash) if last else (1, GENESIS_HASH)
-            rows = []
-            for entry in entries:
-                row = {**entry.__dict__, "id": next_id, "at": utcnow(),
-                       "detail": entry.detail or {}, "prev_hash": prev_hash}
-                row["hash"] = prev_hash = chain_hash(row["prev_hash"], row)
-                rows.append(row)
-                next_id += 1
-            conn.execute(insert(AuditEvent), rows)
-            every = current_app.config["AUDIT_CHECKPOINT_EVERY"]
-            if every and rows[-1]["id"] // every > (rows[0]["id"] - 1) // every:
-                _write_checkpoint(conn, rows[-1]["id"], rows[-1]["hash"])
+        engine = _engine()
+        queue = _queue_for(engine)
     except Exception as exc:  # any failure at all means the access is not recorded
         raise AuditUnavailable(str(exc)) from exc
+    turn = _Turn(entries)
+    with queue.lock:
+        queue.waiting.append(turn)
+    with queue.writing:
+        if not turn.done:
+            with queue.lock:
+                batch, queue.waiting = queue.waiting, []
+            _write_batch(engine, batch)
+    if turn.error is not None:
+        raise AuditUnavailable(str(turn.error)) from turn.error
+
+
+def _write_batch(engine, batch: list[_Turn]) -> None:
+    try:
+        _write(engine, [entry for turn in batch for entry in turn.entries])
+        failed = []
+    except Exception as exc:  # noqa: BLE001 - recorded on each turn, raised by its caller
+        failed = [(turn, exc) for turn in batch]
+    if failed and len(batch) > 1:
+        # One caller's bad entry must not deny the others: each is tried on its own.
+        failed = []
+        for turn in batch:
+            try:
+                _write(engine, turn.entries)
+            except Exception as exc:  # noqa: BLE001
+                failed.append((turn, exc))
+    for turn, exc in failed:
+        turn.error = exc
+    for turn in batch:
+        turn.done = True
+
+
+def _write(engine, entries: list[AuditEntry]) -> None:
+    with engine.begin() as conn:
+        _take_turn(conn)
+        last = conn.execute(select(AuditEvent.id, AuditEvent.hash)
+                            .order_by(AuditEvent.id.desc()).limit(1)).first()
+        next_id, prev_hash = (last.id + 1, last.hash) if last else (1, GENESIS_HASH)
+        rows = []
+        for entry in entries:
+            row = {**entry.__dict__, "id": next_id, "at": utcnow(),
+                   "detail": entry.detail or {}, "prev_hash": prev_hash}
+            row["hash"] = prev_hash = chain_hash(row["prev_hash"], row)
+            rows.append(row)
+            next_id += 1
+        conn.execute(insert(AuditEvent), rows)
+        every = current_app.config["AUDIT_CHECKPOINT_EVERY"]
+        if every and rows[-1]["id"] // every > (rows[0]["id"] - 1) // every:
+            _write_checkpoint(conn, rows[-1]["id"], rows[-1]["hash"])
 
 
 # --- Signed checkpoints ----------------------------------------------------------------------

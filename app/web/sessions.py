@@ -44,16 +44,23 @@ class Principal:
                      roles=self.roles, client_id=client_id, request_id=request_id)
 
 
+def memberships_of(user: User) -> dict[str, frozenset[str]]:
+    """The user's roles at each of their clinics, clinics in the order they joined them: one
+    query, since every sync request needs both."""
+    roles: dict[str, set[str]] = {}
+    for clinic_id, role in db.session.execute(
+            select(Membership.clinic_id, Membership.role).where(Membership.user_id == user.id)
+            .order_by(Membership.created_at)):
+        roles.setdefault(clinic_id, set()).add(role)
+    return {clinic_id: frozenset(held) for clinic_id, held in roles.items()}
+
+
 def roles_at(user: User, clinic_id: str | None) -> frozenset[str]:
-    rows = db.session.execute(select(Membership.role).where(
-        Membership.user_id == user.id, Membership.clinic_id == clinic_id)).scalars()
-    return frozenset(rows)
+    return memberships_of(user).get(clinic_id, frozenset())
 
 
 def clinics_of(user: User) -> list[str]:
-    rows = db.session.execute(select(Membership.clinic_id).where(Membership.user_id == user.id)
-                              .order_by(Membership.created_at)).scalars()
-    return list(dict.fromkeys(rows))
+    return list(memberships_of(user))
 
 
 def start(user: User) -> str | None:

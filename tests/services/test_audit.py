@@ -4,6 +4,8 @@ the log cannot be written nothing is shown or changed."""
 from __future__ import annotations
 
 import base64
+import threading
+import time
 
 import pytest
 import sqlalchemy as sa
@@ -392,3 +394,72 @@ def test_the_database_refuses_to_change_checkpoints(app, some_history, change):
     with pytest.raises(sa.exc.DBAPIError, match="append-only"):
         on_audit_db(change)
     assert len(checkpoint_rows()) == 1
+
+
+# --- Many callers at once ------------------------------------------------------------------------
+
+def _held_log(monkeypatch):
+    """The log kept busy by its first writer until `release` is set."""
+    inside, release, turns = threading.Event(), threading.Event(), []
+    take_turn = audit._take_turn
+
+    def slow_first_turn(conn):
+        turns.append(conn)
+        if len(turns) == 1:
+            inside.set()
+            release.wait(10)
+        take_turn(conn)
+    monkeypatch.setattr(audit, "_take_turn", slow_first_turn)
+    return inside, release, turns
+
+
+def _append_from_threads(app, monkeypatch, patient_ids: dict) -> tuple[dict, list]:
+    """`first` writes while the others arrive; returns each caller's outcome and the turns."""
+    inside, release, turns = _held_log(monkeypatch)
+    outcomes = {}
+
+    def caller(name):
+        with app.app_context():
+            try:
+                audit.append([audit.AuditEntry(action="test.read", username=name,
+                                               patient_id=patient_ids[name])])
+                outcomes[name] = "recorded"
+            except audit.AuditUnavailable:
+                outcomes[name] = "refused"
+    threads = [threading.Thread(target=caller, args=("first",))]
+    threads[0].start()
+    assert inside.wait(10)
+    threads += [threading.Thread(target=caller, args=(name,)) for name in patient_ids
+                if name != "first"]
+    for thread in threads[1:]:
+        thread.start()
+    queue = audit._queue_for(db.engines["audit"])
+    deadline = time.monotonic() + 10
+    while len(queue.waiting) < len(threads) - 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    release.set()
+    for thread in threads:
+        thread.join(10)
+    return outcomes, turns
+
+
+def recorded_readers() -> list[str]:
+    return sorted(row["username"] for row in audit_rows() if row["action"] == "test.read")
+
+
+def test_callers_arriving_while_the_log_is_busy_are_recorded_together_each_once(app, monkeypatch):
+    callers = {"first": "p0", **{f"nurse {i}": f"p{i}" for i in range(1, 7)}}
+    outcomes, turns = _append_from_threads(app, monkeypatch, callers)
+    assert outcomes == {name: "recorded" for name in callers}
+    assert recorded_readers() == sorted(callers)
+    assert len(turns) == 2  # the first caller's turn, then one for the six that waited
+    assert audit.verify().ok
+
+
+def test_one_callers_bad_entry_is_refused_without_refusing_those_written_with_it(app, monkeypatch):
+    callers = {"first": "p0", **{f"nurse {i}": f"p{i}" for i in range(1, 5)},
+               "broken": {"not": "an id"}}
+    outcomes, _ = _append_from_threads(app, monkeypatch, callers)
+    assert outcomes == {**{name: "recorded" for name in callers}, "broken": "refused"}
+    assert recorded_readers() == sorted(name for name in callers if name != "broken")
+    assert audit.verify().ok

@@ -388,3 +388,39 @@ def test_a_colleagues_first_sync_holds_each_record_as_the_writer_was_answered(de
 
     held_records = {key: colleague.store.rows[key] for key in answered}
     assert held_records == answered
+
+
+@pytest.mark.postgres
+def test_each_contact_is_recorded_on_the_device_and_a_tokens_use_to_the_minute(
+        world, transport_for):
+    from app.models import ApiToken, SyncClient as DeviceRow
+    from tests.sync.conftest import post
+    transport = transport_for("nurse")
+    body = {"protocol": 1, "client_id": "contact-device-0001", "cursor": None,
+            "telemetry": {"queue_depth": 3}}
+    assert post(transport, "/sync/v1/pull", body).status == 200
+    db.session.rollback()
+    row = db.session.get(DeviceRow, "contact-device-0001")
+    first_seen = row.last_seen_at
+    assert row.last_pull_at == first_seen and row.last_push_at is None
+    assert row.telemetry == {"queue_depth": 3} and row.user_id == world.user("nurse").id
+    [token] = db.session.query(ApiToken).all()
+    assert token.last_used_at is not None
+    token.last_used_at = token.last_used_at - timedelta(seconds=30)
+    half_a_minute_ago = token.last_used_at
+    db.session.commit()
+
+    body = {**body, "telemetry": {"queue_depth": 0}}
+    assert post(transport, "/sync/v1/pull", body).status == 200
+    db.session.expire_all()
+    row = db.session.get(DeviceRow, "contact-device-0001")
+    assert row.last_pull_at > first_seen and row.last_seen_at == row.last_pull_at
+    assert row.telemetry == {"queue_depth": 0}
+    assert db.session.get(ApiToken, token.id).last_used_at == half_a_minute_ago  # within a minute
+
+    token = db.session.get(ApiToken, token.id)
+    token.last_used_at = half_a_minute_ago - timedelta(minutes=1)
+    db.session.commit()
+    assert post(transport, "/sync/v1/pull", body).status == 200
+    db.session.expire_all()
+    assert db.session.get(ApiToken, token.id).last_used_at > half_a_minute_ago
