@@ -26,7 +26,7 @@ from app.models.types import utcnow
 from app.services.actor import Actor
 from sync_api.cursor import Cursor, seal, unseal
 from sync_api.epoch import current_epoch
-from sync_api.subset import allowed_categories, for_device, scope_key, subset_patient_ids
+from sync_api.subset import DeviceView, allowed_categories, scope_key, subset_patient_ids
 
 # Backfill order: parents before the records that point at them.
 BACKFILL_ORDER = ("patient", "patient_identifier", "visit", "appointment", "observation",
@@ -80,7 +80,7 @@ def horizon(again: bool = False) -> Horizon:
 def pull(actor: Actor, client: SyncClient, cursor_text: str | None, limit: int,
          seen: Horizon) -> dict:
     now = utcnow()
-    allowed = allowed_categories(actor.roles)
+    view = DeviceView(allowed_categories(actor.roles), now)
     key = f"{current_app.config['SECRET_KEY']}|{client.client_id}".encode()
     cursor = unseal(cursor_text, key)
     reset = False
@@ -91,10 +91,10 @@ def pull(actor: Actor, client: SyncClient, cursor_text: str | None, limit: int,
     if cursor.backfill is None:
         changes += _refresh_subset(actor, client, cursor, now)
     if cursor.backfill is not None:
-        changes += _backfill(client, cursor, max(limit - len(changes), 1), allowed, now)
+        changes += _backfill(client, cursor, max(limit - len(changes), 1), view)
     more_in_log = cursor.backfill is None
     if cursor.backfill is None and len(changes) < limit:
-        found, more_in_log = _log(client, cursor, limit - len(changes), allowed, now, seen)
+        found, more_in_log = _log(client, cursor, limit - len(changes), view, seen)
         changes += found
     return {"cursor": seal(cursor, key), "has_more": cursor.backfill is not None or more_in_log,
             "reset": reset, "last_seq": client.last_seq, "changes": changes,
@@ -194,7 +194,7 @@ _CONVERTED = {entity: _converted(columns[:len(ENTITY_MODELS[entity].RECORD_FIELD
               for entity, columns in _PLAIN.items() if columns}
 
 
-def _backfill(client: SyncClient, cursor: Cursor, limit: int, allowed, now) -> list[dict]:
+def _backfill(client: SyncClient, cursor: Cursor, limit: int, view: DeviceView) -> list[dict]:
     """The current records of the patients that entered at this generation, page by page.
 
     Each entity's records go out in (patient_id, id) order, walking the entered patients in
@@ -240,7 +240,7 @@ def _backfill(client: SyncClient, cursor: Cursor, limit: int, allowed, now) -> l
             rows = db.session.execute(query).scalars().all()
             records = [row.to_record() for row in rows]
         for record in records:
-            shown = for_device(entity, record, allowed, now)
+            shown = view.of(entity, record)
             if shown is not None:
                 out.append({"op": "put", "entity": entity, "id": record["id"],
                             "version": record["version"], "record": shown})
@@ -255,7 +255,7 @@ def _backfill(client: SyncClient, cursor: Cursor, limit: int, allowed, now) -> l
     return out
 
 
-def _log(client: SyncClient, cursor: Cursor, room: int, allowed, now,
+def _log(client: SyncClient, cursor: Cursor, room: int, view: DeviceView,
          seen: Horizon) -> tuple[list[dict], bool]:
     """The next changes in log order for the patients the device holds.
 
@@ -289,7 +289,7 @@ def _log(client: SyncClient, cursor: Cursor, room: int, allowed, now,
     cursor.txid, cursor.seq = (ready[-1].txid, ready[-1].seq) if full else seen.end
     latest: dict[tuple[str, str], dict] = {}
     for row in ready:
-        record = for_device(row.entity, open_record(row.entity, row.record), allowed, now)
+        record = view.of(row.entity, open_record(row.entity, row.record))
         if record is None:
             continue
         key = (row.entity, row.entity_id)

@@ -71,22 +71,33 @@ def condition_category(code: str | None) -> str | None:
     return None
 
 
+class DeviceView:
+    """What one device may hold, worked out once for a page of records rather than per record."""
+
+    def __init__(self, allowed: frozenset[str], now: datetime):
+        self.allowed = allowed
+        days = {**DEFAULT_HISTORY_DAYS, **current_app.config.get("SYNC_HISTORY_DAYS", {})}
+        self.since = {entity: now - timedelta(days=days[entity])
+                      for entity in _HISTORY_FIELD if days.get(entity) is not None}
+
+    def of(self, entity: str, record: dict) -> dict | None:
+        """The record as this device may hold it, or None when it stays on the server."""
+        if entity == "patient" and NATIONAL_ID not in self.allowed:
+            return {**record, "identifiers": [i for i in record.get("identifiers", [])
+                                              if i.get("system") != "national-id"]}
+        if entity == "patient_identifier" and record.get("system") == "national-id":
+            return record if NATIONAL_ID in self.allowed else None
+        if entity == "condition":
+            category = condition_category(record.get("code"))
+            return record if category is None or category in self.allowed else None
+        since = self.since.get(entity)
+        if since is not None:
+            when = parse_datetime(record.get(_HISTORY_FIELD[entity]) or "")
+            if when is not None and when < since:
+                return None
+        return record
+
+
 def for_device(entity: str, record: dict, allowed: frozenset[str], now: datetime) -> dict | None:
     """The record as this device may hold it, or None when it stays on the server."""
-    if entity == "patient" and NATIONAL_ID not in allowed:
-        return {**record, "identifiers": [i for i in record.get("identifiers", [])
-                                          if i.get("system") != "national-id"]}
-    if entity == "patient_identifier" and record.get("system") == "national-id":
-        return record if NATIONAL_ID in allowed else None
-    if entity == "condition":
-        category = condition_category(record.get("code"))
-        return record if category is None or category in allowed else None
-    if entity in _HISTORY_FIELD and not _recent_enough(entity, record, now):
-        return None
-    return record
-
-
-def _recent_enough(entity: str, record: dict, now: datetime) -> bool:
-    days = {**DEFAULT_HISTORY_DAYS, **current_app.config.get("SYNC_HISTORY_DAYS", {})}.get(entity)
-    when = parse_datetime(record.get(_HISTORY_FIELD[entity]) or "")
-    return days is None or when is None or when >= now - timedelta(days=days)
+    return DeviceView(allowed, now).of(entity, record)
