@@ -5,7 +5,7 @@
 // 401 pauses until the person signs in again; nothing queued is ever dropped.
 
 import { getMeta, getSecretMeta, setMeta, setSecretMeta } from "../idb/meta.js";
-import { applyChanges } from "../idb/rows.js";
+import { applyChanges, prepareChanges } from "../idb/rows.js";
 import { seal, sealedBatch, settle, renumberFrom, stats } from "../idb/outbox.js";
 
 const PROTOCOL = 1;
@@ -272,12 +272,16 @@ export class Syncer {
         telemetry = await this.telemetry(db);
         telemetryAt = Date.now();
       }
-      return this.post(session, "/sync/v1/pull", { protocol: PROTOCOL, client_id: clientId, cursor: from, limit, telemetry });
+      const reply = await this.post(session, "/sync/v1/pull", { protocol: PROTOCOL, client_id: clientId, cursor: from, limit, telemetry });
+      // Encrypted as soon as it arrives, while the page before it is still being written.
+      const prepared = reply.status === 200 && Array.isArray(reply.body?.changes) ? prepareChanges(db, reply.body.changes) : undefined;
+      prepared?.catch(() => {}); // applyChanges encrypts again if this failed
+      return { reply, prepared };
     };
     let changed = false;
     let asked = ask(cursor);
     for (;;) {
-      const reply = await asked;
+      const { reply, prepared } = await asked;
       if (reply.status !== 200) this.raiseFor(reply);
       const body = reply.body;
       const next = body.has_more ? ask(body.cursor) : null;
@@ -292,6 +296,7 @@ export class Syncer {
       // Rows, cursor and progress in one transaction: the cursor never runs ahead of the rows.
       const stored = await applyChanges(db, body.changes, {
         reset: body.reset,
+        prepared,
         meta: {
           cursor: body.cursor, server_time: body.server_time,
           clock_offset_ms: Number.isFinite(Date.parse(body.server_time)) ? Date.parse(body.server_time) - Date.now() : 0,
