@@ -180,7 +180,7 @@ export async function putRowsIn(store, rows) {
     : [];
   const fresh = candidates.filter((row, i) => held[i] === undefined || /** @type {number} */ (held[i]) < row.version);
   // Issued on the bare store, with nothing listening to each request: a promise and four
-  // listeners per row were a fifth of the worker's time in a first sync. A put that fails
+  // listeners per row were about a sixth of the worker's time in a first sync. A put that fails
   // aborts the transaction, which the caller's runIn reports; requests run in issue order,
   // so whatever the caller issues next still sees these rows.
   /** @type {IDBObjectStore} */
