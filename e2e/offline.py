@@ -181,7 +181,8 @@ _READ_STORE = """async () => {
       outbox: await ask(tx.objectStore("outbox").count()),
       quarantine: await ask(tx.objectStore("quarantine").count()),
       rows: await ask(rows.count()),
-      patients: (await ask(rows.index("entity").getAllKeys("patient"))).map((key) => key[1]),
+      // The rows' key is [entity, id]: one entity's rows are one range of it.
+      patients: (await ask(rows.getAllKeys(IDBKeyRange.bound(["patient"], ["patient", []])))).map((key) => key[1]),
     };
   } finally { db.close(); }
 }"""

@@ -169,14 +169,13 @@ def test_a_new_database_is_created_with_every_store_and_starting_positions(page)
                 meta: await allMeta(db)};
     """)
     assert shape["name"] == f"clinic-record:{USER}"
-    assert shape["version"] == shape["expected"] == 2
+    assert shape["version"] == shape["expected"] == 3
     assert shape["stores"] == {
         "meta": {"keyPath": None, "indexes": {}},
         "outbox": {"keyPath": "mid", "indexes": {"order": {"keyPath": "order", "unique": True}}},
         "quarantine": {"keyPath": "mid", "indexes": {}},
         "rows": {"keyPath": ["entity", "id"],
-                 "indexes": {"entity": {"keyPath": "entity", "unique": False},
-                             "patient_id": {"keyPath": "patient_id", "unique": False}}},
+                 "indexes": {"patient_id": {"keyPath": "patient_id", "unique": False}}},
         "sent": {"keyPath": "mid", "indexes": {"seq": {"keyPath": "seq", "unique": False}}},
     }
     assert shape["meta"]["next_seq"] == 1
@@ -238,6 +237,61 @@ def test_a_reopened_database_keeps_every_store(page, static_url):
     assert [q["mid"] for q in after["q"]] == [rejected["mid"]]
     assert [s["mid"] for s in after["sent"]] == [sent["mid"]]
     assert after["r"] == {"id": patient, "version": 3}
+
+
+def test_a_version_2_store_keeps_its_rows_and_loses_only_the_entity_index(page):
+    # A store as version 2 made it (with an index on `entity`), holding a row and a cursor:
+    # the upgrade keeps both, and one entity's rows are still read by their key range.
+    patient = new_id()
+    result = page.evaluate("""async (id) => {
+        const ask = (r) => new Promise((ok, no) => { r.onsuccess = () => ok(r.result); r.onerror = () => no(r.error); });
+        const name = "clinic-record:%s";
+        const open = indexedDB.open(name, 2);
+        open.onupgradeneeded = () => {
+          const db = open.result;
+          const rows = db.createObjectStore("rows", { keyPath: ["entity", "id"] });
+          rows.createIndex("patient_id", "patient_id");
+          rows.createIndex("entity", "entity");
+          db.createObjectStore("outbox", { keyPath: "mid" }).createIndex("order", "order", { unique: true });
+          db.createObjectStore("sent", { keyPath: "mid" }).createIndex("seq", "seq");
+          const meta = db.createObjectStore("meta");
+          db.createObjectStore("quarantine", { keyPath: "mid" });
+          meta.put(1, "next_seq"); meta.put(0, "acked_seq"); meta.put(1, "next_order"); meta.put("c-3", "cursor");
+        };
+        const v2 = await ask(open);
+        const [secret] = await encryptJSONAll(TEST_KEY, ["row\u0000patient\u0000" + id], [{id, given_name: "Amina"}]);
+        const tx = v2.transaction("rows", "readwrite");
+        tx.objectStore("rows").put({entity: "patient", id, version: 4, patient_id: id, secret});
+        await new Promise((ok) => { tx.oncomplete = ok; });
+        v2.close();
+        const db = await openStore("%s");
+        try {
+          return {version: db.version, indexes: [...db.transaction("rows").objectStore("rows").indexNames],
+                  record: await getRecord(db, "patient", id), patients: (await recordsOfEntity(db, "patient")).length,
+                  cursor: await getMeta(db, "cursor"), count: await countRows(db)};
+        } finally { db.close(); }
+    }""" % (USER, USER), patient)
+    assert result == {"version": 3, "indexes": ["patient_id"], "record": {"id": patient, "given_name": "Amina"},
+                      "patients": 1, "cursor": "c-3", "count": 1}
+
+
+def test_many_values_encrypted_at_once_read_as_one_encrypted_alone(page):
+    out = page.evaluate("""async () => {
+        const contexts = [], values = [];
+        // More than one draw of IVs, values of every size and the characters that widen in UTF-8.
+        for (let i = 0; i < 6000; i++) {
+          contexts.push(`row\u0000observation\u0000${i}`);
+          values.push(i % 3 ? {i, note: "é漢😀".repeat(i % 700)} : i % 2 ? null : "x");
+        }
+        const sealed = await encryptJSONAll(TEST_KEY, contexts, values);
+        const opened = await Promise.all(sealed.map((bytes, i) => decryptJSON(TEST_KEY, contexts[i], bytes)));
+        const ivs = new Set(sealed.map((bytes) => Array.from(bytes.subarray(0, 12)).join(",")));
+        const alone = await encryptJSON(TEST_KEY, contexts[5], values[5]);
+        return {same: opened.every((v, i) => JSON.stringify(v) === JSON.stringify(values[i])),
+                ivs: ivs.size, lengths: sealed[5].length === alone.length,
+                swapped: await decryptJSON(TEST_KEY, contexts[1], sealed[2]).then(() => "opened", (e) => e.name)};
+    }""")
+    assert out == {"same": True, "ivs": 6000, "lengths": True, "swapped": "OperationError"}
 
 
 def test_meta_values_fallbacks_and_removal(page):

@@ -5,7 +5,7 @@ import { deleteDB, openDB } from "./idb.js";
 import { attachKey } from "./vault.js";
 
 /** Bump by one for every schema change and add an `if (oldVersion < N)` step below. */
-export const DB_VERSION = 2;
+export const DB_VERSION = 3;
 
 const NAME_PREFIX = "clinic-record:";
 
@@ -36,7 +36,6 @@ export async function openStore(userId, key) {
       if (oldVersion < 1) {
         const rows = database.createObjectStore("rows", { keyPath: ["entity", "id"] });
         rows.createIndex("patient_id", "patient_id");
-        rows.createIndex("entity", "entity");
         const outbox = database.createObjectStore("outbox", { keyPath: "mid" });
         outbox.createIndex("order", "order", { unique: true });
         const sent = database.createObjectStore("sent", { keyPath: "mid" });
@@ -55,6 +54,12 @@ export async function openStore(userId, key) {
         const meta = transaction.objectStore("meta");
         meta.delete("cursor");
         meta.delete("initial_sync");
+      }
+      if (oldVersion >= 1 && oldVersion < 3) {
+        // One entity's rows are already one range of the primary key ([entity, id]; see
+        // rows.js entityRange), so an index on `entity` only cost every put a second index
+        // entry: about a quarter of IndexedDB's work in a first sync. The rows stay.
+        transaction.objectStore("rows").deleteIndex("entity");
       }
     },
     blocking(/** @type {number} */ _current, /** @type {number|null} */ _wanted,

@@ -111,6 +111,43 @@ export function encryptJSON(key, context, value) {
   return encryptBytes(key, context, encoder.encode(JSON.stringify(value)));
 }
 
+/** The most IVs one getRandomValues call may fill (it takes at most 65,536 bytes). */
+const IVS_PER_DRAW = Math.floor(65536 / IV_BYTES);
+
+/**
+ * Encrypt many values at once, each as encryptJSON would, under its own context and fresh
+ * IV. A first sync encrypts 100,000 records and more: drawing their IVs together and
+ * encoding each into one reused buffer (WebCrypto copies its inputs when called) spares
+ * three allocations and a call into the random source per record.
+ * @param {CryptoKey} key
+ * @param {string[]} contexts
+ * @param {any[]} values as many as contexts
+ * @returns {Promise<Uint8Array[]>} what encryptJSON gives for each
+ */
+export function encryptJSONAll(key, contexts, values) {
+  let ivs = new Uint8Array(0);
+  let scratch = new Uint8Array(4096);
+  /** @param {string} text @returns {Uint8Array} a view valid until the next call */
+  const encodeTo = (text) => {
+    // UTF-16 to UTF-8 takes at most three bytes per code unit.
+    if (scratch.length < text.length * 3) scratch = new Uint8Array(text.length * 3 + 1024);
+    return scratch.subarray(0, /** @type {number} */ (encoder.encodeInto(text, scratch).written));
+  };
+  return Promise.all(values.map((value, i) => {
+    const at = i % IVS_PER_DRAW;
+    if (at === 0) ivs = crypto.getRandomValues(new Uint8Array(Math.min(IVS_PER_DRAW, values.length - i) * IV_BYTES));
+    const iv = ivs.subarray(at * IV_BYTES, (at + 1) * IV_BYTES);
+    const additionalData = encoder.encode(contexts[i]);
+    const sealed = crypto.subtle.encrypt({ name: "AES-GCM", iv, additionalData }, key, encodeTo(JSON.stringify(value) ?? ""));
+    return sealed.then((bytes) => {
+      const out = new Uint8Array(IV_BYTES + bytes.byteLength);
+      out.set(iv);
+      out.set(new Uint8Array(bytes), IV_BYTES);
+      return out;
+    });
+  }));
+}
+
 /**
  * @param {CryptoKey} key
  * @param {string} context

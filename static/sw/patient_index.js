@@ -10,7 +10,7 @@
 // count). A worker starting finds it valid only if the rows have not moved since; else it
 // reads the rows.
 import { decryptJSON, encryptJSON, keyOf } from "/static/idb/vault.js";
-import { recordsOfEntity, watchRows } from "/static/idb/rows.js";
+import { entityRange, recordsOfEntity, watchRows } from "/static/idb/rows.js";
 
 /** @typedef {import("/static/idb/rows.js").RowsChange} RowsChange */
 
@@ -83,7 +83,7 @@ async function positions(db) {
   const tx = db.transaction(["meta", "rows"]);
   const [cursor, acked, patients] = await Promise.all([
     tx.objectStore("meta").get("cursor"), tx.objectStore("meta").get("acked_seq"),
-    tx.objectStore("rows").index("entity").count("patient"), tx.done]);
+    tx.objectStore("rows").count(entityRange("patient")), tx.done]);
   return JSON.stringify([cursor ?? null, acked ?? 0, patients]);
 }
 

@@ -5,13 +5,15 @@
 // 401 pauses until the person signs in again; nothing queued is ever dropped.
 
 import { getMeta, getSecretMeta, setMeta, setSecretMeta } from "../idb/meta.js";
-import { applyChanges } from "../idb/rows.js";
+import { applyChanges, prepareChanges } from "../idb/rows.js";
 import { seal, sealedBatch, settle, renumberFrom, stats } from "../idb/outbox.js";
 
 const PROTOCOL = 1;
 const LOCK = "clinic-record-flush";
 const PUSH_BATCH = 100;
 const PULL_LIMIT = 500;
+/** Pull answers a device holds at most, arrived and not yet stored (the one being stored included). */
+const PAGES_IN_HAND = 3;
 const TELEMETRY_FRESH_MS = 10_000;
 const BACKOFF_FIRST_MS = 1000;
 const BACKOFF_MAX_MS = 60_000;
@@ -253,10 +255,11 @@ export class Syncer {
 
   /**
    * Pull pages until the server has no more. The next page is asked for as soon as one
-   * arrives, with that page's cursor, and travels while the page is stored: the cursor kept
-   * on the device still moves only with the rows it covers, and a page that fails to be
-   * stored drops the answer asked after it, which the next cycle asks again from the stored
-   * cursor, as after an answer lost on the way.
+   * arrives, with that page's cursor, and travels while earlier pages are stored (up to
+   * PAGES_IN_HAND answers wait in memory; one request is in flight at a time): the cursor
+   * kept on the device still moves only with the rows it covers, and a page that fails to
+   * be stored drops the answers asked after it, which the next cycle asks again from the
+   * stored cursor, as after an answer lost on the way.
    * @returns {Promise<boolean>} whether any record on the device changed
    */
   async pull(session) {
@@ -265,23 +268,67 @@ export class Syncer {
     const limit = session.pull_page || PULL_LIMIT;
     let telemetry = null;
     let telemetryAt = 0;
-    const ask = async (/** @type {string|null} */ from) => {
-      // Counting the queue and asking the storage estimate at every page would hold up
-      // each request; what they say moves slowly.
-      if (!telemetry || Date.now() - telemetryAt > TELEMETRY_FRESH_MS) {
-        telemetry = await this.telemetry(db);
-        telemetryAt = Date.now();
-      }
-      return this.post(session, "/sync/v1/pull", { protocol: PROTOCOL, client_id: clientId, cursor: from, limit, telemetry });
+    let inHand = 0;
+    /** @type {(() => void)|null} the ask held back while PAGES_IN_HAND answers wait */
+    let parked = null;
+    let over = false;
+    /**
+     * @param {string|null} from
+     * @returns {Promise<{reply: any, prepared?: Promise<any>, next: Promise<any>|null}>}
+     *   `next`: the answer after this one, already asked for or asked once there is room
+     */
+    const ask = (from) => {
+      const page = (async () => {
+        // Counting the queue and asking the storage estimate at every page would hold up
+        // each request; what they say moves slowly.
+        if (!telemetry || Date.now() - telemetryAt > TELEMETRY_FRESH_MS) {
+          telemetry = await this.telemetry(db);
+          telemetryAt = Date.now();
+        }
+        const reply = await this.post(session, "/sync/v1/pull", { protocol: PROTOCOL, client_id: clientId, cursor: from, limit, telemetry });
+        inHand += 1;
+        const ok = reply.status === 200 && Array.isArray(reply.body?.changes) && !over;
+        // Encrypted as soon as it arrives, while the pages before it are still being written.
+        const prepared = ok ? prepareChanges(db, reply.body.changes) : undefined;
+        prepared?.catch(() => {}); // applyChanges encrypts again if this failed
+        /** @type {Promise<any>|null} */
+        let next = null;
+        if (ok && reply.body.has_more) {
+          const more = () => ask(reply.body.cursor);
+          next = inHand < PAGES_IN_HAND ? more() : new Promise((resolve) => { parked = () => resolve(more()); });
+          next.catch(() => {}); // awaited below; unless storing an earlier page fails first
+        }
+        return { reply, prepared, next };
+      })();
+      page.catch(() => {});
+      return page;
     };
+    try {
+      return await this.storePages(db, ask(cursor), () => {
+        inHand -= 1;
+        const go = parked;
+        parked = null;
+        go?.();
+      });
+    } finally {
+      // Answers still on their way are dropped, and no more are asked for.
+      over = true;
+    }
+  }
+
+  /**
+   * Store the pull's pages in order.
+   * @param {any} db
+   * @param {Promise<{reply: any, prepared?: Promise<any>, next: Promise<any>|null}>} asked the first
+   * @param {() => void} stored called once each page is stored
+   * @returns {Promise<boolean>} whether any record on the device changed
+   */
+  async storePages(db, asked, stored) {
     let changed = false;
-    let asked = ask(cursor);
     for (;;) {
-      const reply = await asked;
+      const { reply, prepared, next } = await asked;
       if (reply.status !== 200) this.raiseFor(reply);
       const body = reply.body;
-      const next = body.has_more ? ask(body.cursor) : null;
-      next?.catch(() => {}); // awaited below; unless storing this page fails first
       const held = await getMeta(db, "initial_sync");
       // After a reset the device holds only part of its subset until the refill ends, so the
       // worker sends pages to the server meanwhile, as on the first sign-in.
@@ -290,15 +337,17 @@ export class Syncer {
         ...initial, received: (initial.received || 0) + body.changes.length, done: !body.has_more,
       } : null;
       // Rows, cursor and progress in one transaction: the cursor never runs ahead of the rows.
-      const stored = await applyChanges(db, body.changes, {
+      const count = await applyChanges(db, body.changes, {
         reset: body.reset,
+        prepared,
         meta: {
           cursor: body.cursor, server_time: body.server_time,
           clock_offset_ms: Number.isFinite(Date.parse(body.server_time)) ? Date.parse(body.server_time) - Date.now() : 0,
           ...(progress ? { initial_sync: progress } : {}),
         },
       });
-      changed = changed || stored > 0 || body.reset;
+      changed = changed || count > 0 || body.reset;
+      stored();
       // A server restored from a backup lost some of what this device sent: send it again.
       if (body.last_seq < await getMeta(db, "acked_seq", 0)) await renumberFrom(db, body.last_seq + 1);
       if (progress) await this.refresh({ changed: false });
