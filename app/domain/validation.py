@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 
+import jsonschema_rs
 from jsonschema import Draft202012Validator, FormatChecker
 
 FORMAT_CHECKER = FormatChecker(formats=())
@@ -99,18 +100,97 @@ def _message(error) -> Problem:
     return Problem(field, f"{label} is not valid.")
 
 
-# Compiled validators by schema identity; the schema is kept with its validator so an id
+def _rust_format(check):
+    """A format check as jsonschema_rs calls it: a yes or no, never an exception."""
+    def checked(value: str) -> bool:
+        try:
+            return bool(check(value))
+        except Exception:  # a no sends the value to the full check below
+            return False
+    return checked
+
+
+_RUST_FORMATS = {"date": _rust_format(_is_date), "date-time": _rust_format(_is_datetime)}
+
+
+def _quick_validator(schema: dict):
+    """A compiled (Rust) check of the same schema, or None where it cannot be built.
+
+    Valid input is the common case and costs a few microseconds there instead of tens; its
+    answer is trusted only when it says valid (see validate), so the messages, and what is
+    refused, stay jsonschema's."""
+    try:
+        return jsonschema_rs.Draft202012Validator(
+            schema, formats=_RUST_FORMATS, validate_formats=True, ignore_unknown_formats=True)
+    except Exception:  # a schema it does not take is checked the slow way
+        return None
+
+
+def _names_array(schema) -> bool:
+    if isinstance(schema, dict):
+        kind = schema.get("type")
+        if kind == "array" or (isinstance(kind, list) and "array" in kind):
+            return True
+        return any(_names_array(v) for v in schema.values())
+    if isinstance(schema, list):
+        return any(_names_array(v) for v in schema)
+    return False
+
+
+def _holds_tuple(instance) -> bool:
+    stack = [instance]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, tuple):
+            return True
+        if isinstance(value, dict):
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+    return False
+
+
+@dataclass(frozen=True)
+class _Compiled:
+    schema: dict
+    full: Draft202012Validator
+    quick: object
+    # jsonschema_rs takes a tuple for an array, jsonschema does not: where the schema asks
+    # for an array, input holding a tuple (never JSON, maybe a form's) takes the full check.
+    names_array: bool
+
+
+# Compiled validators by schema identity; the schema is kept with its validators so an id
 # can never be reused by another object while its entry exists.
-_VALIDATORS: dict[int, tuple[dict, Draft202012Validator]] = {}
+_VALIDATORS: dict[int, _Compiled] = {}
+
+
+def _compiled(schema: dict) -> _Compiled:
+    cached = _VALIDATORS.get(id(schema))
+    if cached is None or cached.schema is not schema:
+        cached = _Compiled(schema, Draft202012Validator(schema, format_checker=FORMAT_CHECKER),
+                           _quick_validator(schema), _names_array(schema))
+        _VALIDATORS[id(schema)] = cached
+    return cached
+
+
+def _quickly_valid(compiled: _Compiled, instance: object) -> bool:
+    if compiled.quick is None or (compiled.names_array and _holds_tuple(instance)):
+        return False
+    try:
+        return compiled.quick.is_valid(instance)
+    except Exception:  # input it cannot read is left to jsonschema
+        return False
 
 
 def validate(schema: dict, instance: object) -> list[Problem]:
-    cached = _VALIDATORS.get(id(schema))
-    if cached is None or cached[0] is not schema:
-        cached = (schema, Draft202012Validator(schema, format_checker=FORMAT_CHECKER))
-        _VALIDATORS[id(schema)] = cached
-    validator = cached[1]
-    errors = sorted(validator.iter_errors(instance), key=lambda e: list(map(str, e.absolute_path)))
+    compiled = _compiled(schema)
+    # The quick check may refuse more than jsonschema (a pattern's "$" before a final newline,
+    # say), never less: a refusal is looked at again, in full, for its messages.
+    if _quickly_valid(compiled, instance):
+        return []
+    errors = sorted(compiled.full.iter_errors(instance),
+                    key=lambda e: list(map(str, e.absolute_path)))
     problems: list[Problem] = []
     seen: set[str] = set()
     for error in errors:

@@ -127,3 +127,30 @@ def test_parse_datetime():
     assert parse_datetime("2026-11-21") is None
     assert parse_datetime("not a time") is None
     assert parse_datetime(None) is None
+
+
+def test_the_compiled_check_refuses_nothing_jsonschema_accepts_and_accepts_nothing_it_refuses():
+    """validate() answers valid input from a compiled check; where that check and jsonschema
+    read a value differently, jsonschema's answer is the one given."""
+    from jsonschema import Draft202012Validator
+
+    from app.domain.validation import FORMAT_CHECKER
+    observation = {"patient_id": CLINIC, "code": "8867-4", "value": 80, "unit": "/min",
+                   "effective_at": "2026-01-01T10:00:00Z"}
+    cases = [
+        (UPDATE, {"phone": "0712 345\n"}),  # Python's "$" matches before a final newline
+        (OBSERVATION, {**observation, "patient_id": CLINIC + "\n"}),
+        (ORDER, {"patient_id": CLINIC, "medication": "A", "dose": "1", "route": "oral",
+                 "frequency": "daily", "quantity": 2.0}),
+        (ORDER, {"patient_id": CLINIC, "medication": "A", "dose": "1", "route": "oral",
+                 "frequency": "daily", "quantity": True}),
+        (OBSERVATION, {**observation, "value": 10**30}),
+        (OBSERVATION, {**observation, "value": float("nan")}),
+        (OBSERVATION, {**observation, "code": "\ud800"}),
+        (OBSERVATION, {**observation, "effective_at": "9999-12-31T23:00:00-12:00"}),
+        (REGISTER, valid_registration(identifiers=({"system": "mrn", "value": "1"},))),
+        (REGISTER, valid_registration(identifiers=[{"system": "mrn", "value": "1"}])),
+    ]
+    for schema, data in cases:
+        full = Draft202012Validator(schema, format_checker=FORMAT_CHECKER)
+        assert (validate(schema, data) == []) == full.is_valid(data), data
