@@ -8,7 +8,9 @@ from app.models import MutationResult, SyncClient
 from app.models.types import utcnow
 from app.services import audit
 from app.services.actor import Actor
-from app.services.apply import answer_again, apply_in_order, rejected_result, stored_results
+from app.services.apply import (
+    StoredAnswer, answer_again, apply_in_order, rejected_result, stored_results,
+)
 from app.services.results import DUPLICATE, Mutation, Rejection, Result, patient_of
 from sync_api.subset import allowed_categories, for_device
 
@@ -81,7 +83,8 @@ def _for_device(result: Result, actor: Actor) -> dict:
     return body
 
 
-def _resent(mutation: Mutation, client_id: str, stored_by_mid: dict[str, MutationResult]) -> Result:
+def _resent(mutation: Mutation, client_id: str,
+            stored_by_mid: dict[str, MutationResult | StoredAnswer]) -> Result:
     stored = stored_by_mid.get(mutation.mid)
     if stored is not None:
         return answer_again(stored, mutation)

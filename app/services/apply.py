@@ -6,6 +6,8 @@ transaction. It flushes and never commits.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
@@ -14,10 +16,21 @@ from app.domain.validation import validate
 from app.extensions import db
 from app.models import MutationResult
 from app.models.sealed import current_cipher, open_result, seal_result
+from app.models.types import utcnow
 from app.services.actor import Actor
 from app.services.handlers import HANDLERS
 from app.services.results import DUPLICATE, REJECTED, Mutation, Rejection, Result
-from app.services.writes import BatchLookups, WriteContext
+from app.services.writes import AppendedRows, BatchLookups, WriteContext
+
+
+@dataclass(frozen=True)
+class StoredAnswer:
+    """What a resend is answered from, for an answer written in this push (whose row was
+    written without an ORM object)."""
+    client_id: str | None
+    payload_hash: str
+    status: str
+    result: dict
 
 
 def check_envelope(body: dict) -> list[dict]:
@@ -25,7 +38,7 @@ def check_envelope(body: dict) -> list[dict]:
     return [p.as_dict() for p in validate(ENVELOPE_SCHEMA, body)]
 
 
-def same_payload(stored: MutationResult, mutation: Mutation) -> bool:
+def same_payload(stored: MutationResult | StoredAnswer, mutation: Mutation) -> bool:
     # Results stored before payload hashes were keyed carry the plain hash.
     return stored.payload_hash in (mutation.payload_hash(current_cipher().payload_key),
                                    mutation.payload_hash())
@@ -41,7 +54,7 @@ def stored_results(mids: list[str]) -> dict[str, MutationResult]:
     return found
 
 
-def answer_again(stored: MutationResult, mutation: Mutation) -> Result:
+def answer_again(stored: MutationResult | StoredAnswer, mutation: Mutation) -> Result:
     """The answer to a mutation whose id already has a stored answer (a resend)."""
     # Another device's mutation id (or a form's) is not this device's to replay.
     if not same_payload(stored, mutation) or stored.client_id != mutation.client_id:
@@ -54,7 +67,7 @@ def answer_again(stored: MutationResult, mutation: Mutation) -> Result:
 
 
 def apply(mutation: Mutation, actor: Actor, source: str,
-          stored_by_mid: dict[str, MutationResult] | None = None,
+          stored_by_mid: dict[str, MutationResult | StoredAnswer] | None = None,
           lookups: BatchLookups | None = None) -> Result:
     """`stored_by_mid`: the batch's stored answers (stored_results), kept up to date here,
     so a mid sent twice in one batch is still answered from the first."""
@@ -77,17 +90,20 @@ def apply(mutation: Mutation, actor: Actor, source: str,
     except SQLAlchemyError:
         raise  # a database fault is transient: the caller rolls back and the client retries
 
-    _store(mutation, result, actor, source, stored_by_mid)
+    appended = AppendedRows()
+    _store(mutation, result, actor, source, stored_by_mid, appended)
     db.session.flush()
+    appended.write()
     return result
 
 
 def apply_in_order(mutations: list[Mutation], actor: Actor, source: str,
-                   stored_by_mid: dict[str, MutationResult]) -> list[Result]:
+                   stored_by_mid: dict[str, MutationResult | StoredAnswer]) -> list[Result]:
     """Apply a device's new mutations in their order, as apply() would one by one.
 
     They are first written together: one savepoint and one flush for the lot, so each
-    table's rows go to the database in a few statements. Should any of them be refused or
+    table's rows go to the database in a few statements (the appended ones, AppendedRows, in
+    one per table). Should any of them be refused or
     break a constraint, that attempt is rolled back and they are applied one by one, each
     then getting its own answer (DESIGN.md §5)."""
     lookups = BatchLookups.prefetch(mutations, actor)
@@ -95,8 +111,12 @@ def apply_in_order(mutations: list[Mutation], actor: Actor, source: str,
         known = dict(stored_by_mid)
         try:
             with db.session.begin_nested():
-                return [_apply_deferred(m, actor, source, stored_by_mid, lookups)
-                        for m in mutations]
+                appended = AppendedRows()
+                results = [_apply_deferred(m, actor, source, stored_by_mid, lookups, appended)
+                           for m in mutations]
+                db.session.flush()
+                appended.write()
+                return results
         except (Rejection, IntegrityError):
             stored_by_mid.clear()
             stored_by_mid.update(known)
@@ -104,26 +124,31 @@ def apply_in_order(mutations: list[Mutation], actor: Actor, source: str,
 
 
 def _apply_deferred(mutation: Mutation, actor: Actor, source: str,
-                    stored_by_mid: dict[str, MutationResult], lookups: BatchLookups) -> Result:
+                    stored_by_mid: dict[str, MutationResult | StoredAnswer],
+                    lookups: BatchLookups, appended: AppendedRows) -> Result:
     stored = stored_by_mid.get(mutation.mid)
     if stored is not None:
         return answer_again(stored, mutation)
-    result = _apply_new(WriteContext(mutation, actor, None, lookups, deferred=True))
-    _store(mutation, result, actor, source, stored_by_mid)
+    result = _apply_new(WriteContext(mutation, actor, None, lookups, deferred=True,
+                                     appended=appended))
+    _store(mutation, result, actor, source, stored_by_mid, appended)
     return result
 
 
 def _store(mutation: Mutation, result: Result, actor: Actor, source: str,
-           stored_by_mid: dict[str, MutationResult] | None) -> None:
+           stored_by_mid: dict[str, MutationResult | StoredAnswer] | None,
+           appended: AppendedRows) -> None:
     result.seq = mutation.seq
-    row = MutationResult(
-        mid=mutation.mid, client_id=mutation.client_id, seq=mutation.seq, type=mutation.type,
-        payload_hash=mutation.payload_hash(current_cipher().payload_key), status=result.status,
-        result=seal_result(result.to_wire()),
-        user_id=actor.user_id, source=source, client_ts=mutation.client_ts)
-    db.session.add(row)
+    answer = StoredAnswer(client_id=mutation.client_id,
+                          payload_hash=mutation.payload_hash(current_cipher().payload_key),
+                          status=result.status, result=seal_result(result.to_wire()))
+    appended.add(MutationResult, {
+        "mid": mutation.mid, "client_id": answer.client_id, "seq": mutation.seq,
+        "type": mutation.type, "payload_hash": answer.payload_hash, "status": answer.status,
+        "result": answer.result, "user_id": actor.user_id, "source": source,
+        "client_ts": mutation.client_ts, "created_at": utcnow()})
     if stored_by_mid is not None:
-        stored_by_mid[mutation.mid] = row
+        stored_by_mid[mutation.mid] = answer
 
 
 def _apply_new(ctx: WriteContext) -> Result:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from sqlalchemy import BigInteger, String, event, func, inspect, select
+from sqlalchemy import BigInteger, String, event, func, insert, inspect, select
 from sqlalchemy.orm import Session, selectinload
 
 from app.domain.ids import is_uuid, new_id
@@ -49,6 +49,25 @@ class BatchLookups:
         for visit in _by_ids(Visit, visit_ids):
             lookups.rows[(Visit, visit.id)] = visit
         return lookups
+
+
+class AppendedRows:
+    """Rows of the tables a write only ever adds to (history, change log, stored answers),
+    kept as plain values and written with one multi-row INSERT per table.
+
+    Nothing in a push reads these rows back before they are written, and the ORM's unit of
+    work (an object, its state and a flush plan per row) cost more than the rows themselves."""
+
+    def __init__(self) -> None:
+        self.tables: dict = {}
+
+    def add(self, model, row: dict) -> None:
+        self.tables.setdefault(model.__table__, []).append(row)
+
+    def write(self) -> None:
+        for table, rows in self.tables.items():
+            db.session.execute(insert(table), rows)
+        self.tables.clear()
 
 
 # Mutations of a patient's own record, which lock it by its id (the mutation's entity_id).
@@ -97,6 +116,8 @@ class WriteContext:
     # Deferred: the caller flushes the whole batch at once and, should anything fail, applies
     # it again mutation by mutation; so checks that only a flush can settle are left to it.
     deferred: bool = False
+    # Deferred, the batch's rows, which the caller writes; else this mutation's own.
+    appended: AppendedRows = field(default_factory=AppendedRows)
 
     # Reading -------------------------------------------------------------------------------
     def load(self, model, entity_id: str, label: str, lock: bool = True):
@@ -172,24 +193,24 @@ class WriteContext:
             # The record's related rows must reflect this write: load them again after it.
             db.session.flush()
             db.session.expire(row, stale)
-        db.session.add(EntityHistory(entity=entity, entity_id=row.id, version=row.version,
-                                     record=seal_record(entity, row.to_record()),
-                                     mid=self.mutation.mid,
-                                     changed_by=self.actor.user_id))
-        change = ChangeLog(entity=entity, entity_id=row.id, version=row.version, op="put",
-                           clinic_id=clinic_id or self.actor.clinic_id, patient_id=patient_id,
-                           origin_mid=self.mutation.mid, origin_client_id=self.mutation.client_id,
-                           origin_seq=self.mutation.seq)
-        txid = current_txid()
-        if txid is not None:
-            change.txid = txid
-        db.session.add(change)
+        now = utcnow()
+        self.appended.add(EntityHistory, {
+            "entity": entity, "entity_id": row.id, "version": row.version,
+            "record": seal_record(entity, row.to_record()), "mid": self.mutation.mid,
+            "changed_by": self.actor.user_id, "changed_at": now})
+        clinic_id = clinic_id or self.actor.clinic_id
+        self.appended.add(ChangeLog, {
+            "txid": current_txid() or 0, "entity": entity, "entity_id": row.id,
+            "version": row.version, "op": "put", "clinic_id": clinic_id, "patient_id": patient_id,
+            "origin_mid": self.mutation.mid, "origin_client_id": self.mutation.client_id,
+            "origin_seq": self.mutation.seq, "created_at": now})
         self._flush()
-        pokes.announce(change.clinic_id)
+        pokes.announce(clinic_id)
 
     def _flush(self) -> None:
         if not self.deferred:
             db.session.flush()
+            self.appended.write()
 
     # Answers -------------------------------------------------------------------------------
     def applied(self, row) -> Result:
