@@ -126,14 +126,31 @@ def _quick_validator(schema: dict):
         return None
 
 
-def _names_array(schema) -> bool:
-    if isinstance(schema, dict):
+# Keywords that apply a subschema somewhere other than a named property or every item: where a
+# schema uses one, _tuple_where_array looks at the whole instance rather than follow it.
+_OTHER_APPLICATORS = frozenset({
+    "additionalProperties", "patternProperties", "propertyNames", "unevaluatedProperties",
+    "prefixItems", "contains", "unevaluatedItems", "allOf", "anyOf", "oneOf", "not", "if",
+    "then", "else", "dependentSchemas", "$ref", "$dynamicRef"})
+
+
+def _tuple_where_array(schema, instance) -> bool:
+    """A tuple where the schema may ask for an array (jsonschema's const and enum already
+    compare a tuple with a list as equal)."""
+    if not isinstance(schema, dict):
+        return False
+    if isinstance(instance, tuple):
         kind = schema.get("type")
-        if kind == "array" or (isinstance(kind, list) and "array" in kind):
-            return True
-        return any(_names_array(v) for v in schema.values())
-    if isinstance(schema, list):
-        return any(_names_array(v) for v in schema)
+        return kind is None or kind == "array" or (isinstance(kind, list) and "array" in kind)
+    if any(key in _OTHER_APPLICATORS and not isinstance(value, bool)
+           for key, value in schema.items()):
+        return _holds_tuple(instance)
+    if isinstance(instance, dict):
+        properties = schema.get("properties") or {}
+        return any(_tuple_where_array(properties[name], value)
+                   for name, value in instance.items() if name in properties)
+    if isinstance(instance, list) and "items" in schema:
+        return any(_tuple_where_array(schema["items"], item) for item in instance)
     return False
 
 
@@ -155,9 +172,6 @@ class _Compiled:
     schema: dict
     full: Draft202012Validator
     quick: object
-    # jsonschema_rs takes a tuple for an array, jsonschema does not: where the schema asks
-    # for an array, input holding a tuple (never JSON, maybe a form's) takes the full check.
-    names_array: bool
 
 
 # Compiled validators by schema identity; the schema is kept with its validators so an id
@@ -169,13 +183,15 @@ def _compiled(schema: dict) -> _Compiled:
     cached = _VALIDATORS.get(id(schema))
     if cached is None or cached.schema is not schema:
         cached = _Compiled(schema, Draft202012Validator(schema, format_checker=FORMAT_CHECKER),
-                           _quick_validator(schema), _names_array(schema))
+                           _quick_validator(schema))
         _VALIDATORS[id(schema)] = cached
     return cached
 
 
 def _quickly_valid(compiled: _Compiled, instance: object) -> bool:
-    if compiled.quick is None or (compiled.names_array and _holds_tuple(instance)):
+    # jsonschema_rs takes a tuple for an array, jsonschema does not: input with a tuple where
+    # an array may be asked for (never JSON; a form's, maybe) takes the full check.
+    if compiled.quick is None or _tuple_where_array(compiled.schema, instance):
         return False
     try:
         return compiled.quick.is_valid(instance)
