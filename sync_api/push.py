@@ -1,6 +1,8 @@
 """Push: each client's mutations applied exactly once, in the order the device made them."""
 from __future__ import annotations
 
+from datetime import datetime
+
 from sqlalchemy import select
 
 from app.extensions import db
@@ -57,7 +59,9 @@ def push_batch(actor: Actor, client: SyncClient, wire_mutations: list[dict]) -> 
     client.last_seq = last_seq
     client.last_push_at = utcnow()
     _audit(actor, client.client_id, new)
-    response = {"results": [_for_device(r, actor) for r in results], "last_seq": client.last_seq}
+    allowed, now = allowed_categories(actor.roles), utcnow()
+    response = {"results": [_for_device(r, allowed, now) for r in results],
+                "last_seq": client.last_seq}
     if gap_at is None:
         return 200, response
     expected = client.last_seq + 1
@@ -67,11 +71,9 @@ def push_batch(actor: Actor, client: SyncClient, wire_mutations: list[dict]) -> 
                  **response}
 
 
-def _for_device(result: Result, actor: Actor) -> dict:
+def _for_device(result: Result, allowed: frozenset[str], now: datetime) -> dict:
     """An answer carries the record as the device may hold it, like a pull would."""
     body = result.to_wire()
-    now = utcnow()
-    allowed = allowed_categories(actor.roles)
     if body.get("record") is not None:
         record = for_device(result.entity, body["record"], allowed, now)
         if record is None:

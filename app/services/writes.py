@@ -1,6 +1,7 @@
 """The steps every write shares: create or change a row, keep its history, log the change."""
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 from sqlalchemy import BigInteger, String, event, func, insert, inspect, select
@@ -78,15 +79,18 @@ def with_defaults(model, fields: dict) -> dict:
     """`fields` with the column defaults a flush would add, so the row's record is complete
     before it reaches the database."""
     complete = dict(fields)
-    for prop in inspect(model).column_attrs:
-        default = prop.columns[0].default
-        if prop.key in complete or default is None:
-            continue
-        if default.is_scalar:
-            complete[prop.key] = default.arg
-        elif default.is_callable:
-            complete[prop.key] = default.arg(None)
+    for key, default in _defaults(model):
+        if key not in complete:
+            complete[key] = default.arg if default.is_scalar else default.arg(None)
     return complete
+
+
+@functools.cache
+def _defaults(model) -> tuple:
+    """The model's Python-side column defaults, (attribute, default), read once per model."""
+    return tuple((prop.key, prop.columns[0].default) for prop in inspect(model).column_attrs
+                 if prop.columns[0].default is not None
+                 and (prop.columns[0].default.is_scalar or prop.columns[0].default.is_callable))
 
 
 def _named(mutations: list[Mutation], name: str) -> set[str]:
@@ -118,6 +122,7 @@ class WriteContext:
     deferred: bool = False
     # Deferred, the batch's rows, which the caller writes; else this mutation's own.
     appended: AppendedRows = field(default_factory=AppendedRows)
+    _recorded: tuple | None = field(default=None, init=False, repr=False)
 
     # Reading -------------------------------------------------------------------------------
     def load(self, model, entity_id: str, label: str, lock: bool = True):
@@ -194,9 +199,11 @@ class WriteContext:
             db.session.flush()
             db.session.expire(row, stale)
         now = utcnow()
+        record = row.to_record()
+        self._recorded = (row, row.version, record)
         self.appended.add(EntityHistory, {
             "entity": entity, "entity_id": row.id, "version": row.version,
-            "record": seal_record(entity, row.to_record()), "mid": self.mutation.mid,
+            "record": seal_record(entity, record), "mid": self.mutation.mid,
             "changed_by": self.actor.user_id, "changed_at": now})
         clinic_id = clinic_id or self.actor.clinic_id
         self.appended.add(ChangeLog, {
@@ -215,7 +222,14 @@ class WriteContext:
     # Answers -------------------------------------------------------------------------------
     def applied(self, row) -> Result:
         return Result(mid=self.mutation.mid, status=APPLIED, entity=self.mutation.entity,
-                      entity_id=row.id, version=row.version, record=row.to_record())
+                      entity_id=row.id, version=row.version, record=self._record_of(row))
+
+    def _record_of(self, row) -> dict:
+        # The version just kept in the history is the one answered: its record is made once.
+        recorded = self._recorded
+        if recorded is not None and recorded[0] is row and recorded[1] == row.version:
+            return recorded[2]
+        return row.to_record()
 
     def check_base_version(self, row, *, patient_id: str | None, clinic_id: str | None,
                            wanted: dict) -> Result | None:
@@ -279,14 +293,12 @@ def current_txid() -> int | None:
     """PostgreSQL's id of the open transaction (None on SQLite), asked once per transaction:
     every change-log row of a transaction carries the same one, and a plain value lets the
     batch's rows go to the database in one statement."""
-    if db.session.get_bind().dialect.name != "postgresql":
-        return None
-    txid = db.session.info.get(_TXID)
-    if txid is None:
-        txid = db.session.execute(select(
+    info = db.session.info
+    if _TXID not in info:  # a batch asks once per row: the bind is looked up only once
+        info[_TXID] = (db.session.execute(select(
             func.cast(func.cast(func.pg_current_xact_id(), String), BigInteger))).scalar_one()
-        db.session.info[_TXID] = txid
-    return txid
+            if db.session.get_bind().dialect.name == "postgresql" else None)
+    return info[_TXID]
 
 
 @event.listens_for(Session, "after_transaction_end")
