@@ -126,32 +126,39 @@ def _quick_validator(schema: dict):
         return None
 
 
-# Keywords that apply a subschema somewhere other than a named property or every item: where a
-# schema uses one, _tuple_where_array looks at the whole instance rather than follow it.
+# Keywords that apply a subschema somewhere other than a named property or every item: below
+# one of them, any tuple of the instance is taken as one where an array may be asked for.
 _OTHER_APPLICATORS = frozenset({
     "additionalProperties", "patternProperties", "propertyNames", "unevaluatedProperties",
     "prefixItems", "contains", "unevaluatedItems", "allOf", "anyOf", "oneOf", "not", "if",
     "then", "else", "dependentSchemas", "$ref", "$dynamicRef"})
 
 
-def _tuple_where_array(schema, instance) -> bool:
-    """A tuple where the schema may ask for an array (jsonschema's const and enum already
-    compare a tuple with a list as equal)."""
+def _tuple_finder(schema):
+    """A test for a tuple where the schema may ask for an array, or None where it never can
+    (jsonschema's const and enum already compare a tuple with a list as equal)."""
     if not isinstance(schema, dict):
-        return False
-    if isinstance(instance, tuple):
-        kind = schema.get("type")
-        return kind is None or kind == "array" or (isinstance(kind, list) and "array" in kind)
+        return None
     if any(key in _OTHER_APPLICATORS and not isinstance(value, bool)
            for key, value in schema.items()):
-        return _holds_tuple(instance)
-    if isinstance(instance, dict):
-        properties = schema.get("properties") or {}
-        return any(_tuple_where_array(properties[name], value)
-                   for name, value in instance.items() if name in properties)
-    if isinstance(instance, list) and "items" in schema:
-        return any(_tuple_where_array(schema["items"], item) for item in instance)
-    return False
+        return _holds_tuple
+    kind = schema.get("type")
+    may_be_array = kind is None or kind == "array" or (isinstance(kind, list) and "array" in kind)
+    properties = [(name, found) for name, sub in (schema.get("properties") or {}).items()
+                  if (found := _tuple_finder(sub)) is not None]
+    items = _tuple_finder(schema.get("items"))
+    if not (may_be_array or properties or items):
+        return None
+
+    def finds(instance) -> bool:
+        if isinstance(instance, tuple):
+            return may_be_array
+        if isinstance(instance, dict):
+            return any(found(instance[name]) for name, found in properties if name in instance)
+        if isinstance(instance, list) and items is not None:
+            return any(map(items, instance))
+        return False
+    return finds
 
 
 def _holds_tuple(instance) -> bool:
@@ -172,6 +179,9 @@ class _Compiled:
     schema: dict
     full: Draft202012Validator
     quick: object
+    # jsonschema_rs takes a tuple for an array, jsonschema does not: input with a tuple where
+    # an array may be asked for (never JSON; a form's, maybe) takes the full check.
+    tuple_finder: object
 
 
 # Compiled validators by schema identity; the schema is kept with its validators so an id
@@ -183,15 +193,13 @@ def _compiled(schema: dict) -> _Compiled:
     cached = _VALIDATORS.get(id(schema))
     if cached is None or cached.schema is not schema:
         cached = _Compiled(schema, Draft202012Validator(schema, format_checker=FORMAT_CHECKER),
-                           _quick_validator(schema))
+                           _quick_validator(schema), _tuple_finder(schema))
         _VALIDATORS[id(schema)] = cached
     return cached
 
 
 def _quickly_valid(compiled: _Compiled, instance: object) -> bool:
-    # jsonschema_rs takes a tuple for an array, jsonschema does not: input with a tuple where
-    # an array may be asked for (never JSON; a form's, maybe) takes the full check.
-    if compiled.quick is None or _tuple_where_array(compiled.schema, instance):
+    if compiled.quick is None or (compiled.tuple_finder and compiled.tuple_finder(instance)):
         return False
     try:
         return compiled.quick.is_valid(instance)
