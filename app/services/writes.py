@@ -11,7 +11,7 @@ from app.domain.ids import is_uuid, new_id
 from app.domain.mutations import MutationType
 from app.extensions import db
 from app.models import ChangeLog, Conflict, EntityHistory, Patient, Visit
-from app.models.sealed import seal_fields, seal_record
+from app.models.sealed import SealedRow, seal_fields, seal_record
 from app.models.types import utcnow
 from app.services.actor import Actor
 from app.services.results import APPLIED, CONFLICT, Mutation, Rejection, Result
@@ -60,15 +60,20 @@ class AppendedRows:
     work (an object, its state and a flush plan per row) cost more than the rows themselves."""
 
     def __init__(self) -> None:
-        self.tables: dict = {}
+        self.rows: dict[type, list[dict]] = {}
 
     def add(self, model, row: dict) -> None:
-        self.tables.setdefault(model.__table__, []).append(row)
+        """`row` by column name, every row of a model with the same columns."""
+        self.rows.setdefault(model, []).append(row)
 
     def write(self) -> None:
-        for table, rows in self.tables.items():
-            db.session.execute(insert(table), rows)
-        self.tables.clear()
+        if not self.rows:
+            return
+        for model, rows in self.rows.items():
+            db.session.execute(insert(model.__table__), rows)
+        # As a flush would: a record listing rows of these kinds is read again after a write.
+        db.session.info.setdefault(_WRITTEN, set()).update(self.rows)
+        self.rows.clear()
 
 
 # Mutations of a patient's own record, which lock it by its id (the mutation's entity_id).
@@ -83,6 +88,16 @@ def with_defaults(model, fields: dict) -> dict:
         if key not in complete:
             complete[key] = default.arg if default.is_scalar else default.arg(None)
     return complete
+
+
+@functools.cache
+def _columns(model) -> tuple:
+    """(attribute, column name) of every column of a model whose rows may be appended: one
+    whose values need nothing a flush would do (no sealed field, no related rows)."""
+    mapper = inspect(model)
+    if issubclass(model, SealedRow) or mapper.relationships:
+        raise TypeError(f"{model.__name__} rows are written through the session")
+    return tuple((prop.key, prop.columns[0].key) for prop in mapper.column_attrs)
 
 
 @functools.cache
@@ -163,15 +178,7 @@ class WriteContext:
     # Writing -------------------------------------------------------------------------------
     def insert(self, model, fields: dict):
         """Add the mutation's new row without logging it yet (for records built in steps)."""
-        # Deferred, a taken id surfaces at the batch's flush, and the mutation-by-mutation
-        # retry then answers it here.
-        if not self.deferred and db.session.get(model, self.mutation.entity_id) is not None:
-            raise Rejection("entity_exists",
-                            f"A record with id {self.mutation.entity_id} already exists.")
-        now = utcnow()
-        row = model(**with_defaults(model, {
-            "id": self.mutation.entity_id, "version": 1, "created_at": now, "updated_at": now,
-            "created_by": self.actor.user_id, **fields}))
+        row = model(**self._new_row(model, fields))
         db.session.add(row)
         self._flush()
         return row
@@ -180,6 +187,27 @@ class WriteContext:
         row = self.insert(model, fields)
         self.record(row, patient_id=patient_id, clinic_id=clinic_id)
         return row
+
+    def append(self, model, fields: dict, *, patient_id: str | None, clinic_id: str | None):
+        """create(), for a record no handler reads back within a push (an observation): its
+        row goes with the appended rows (AppendedRows) rather than as an ORM object to track
+        and flush. The object returned is never added to the session; it gives the record."""
+        values = self._new_row(model, fields)
+        self.appended.add(model, {column: values[key] for key, column in _columns(model)})
+        row = model(**values)
+        self.record(row, patient_id=patient_id, clinic_id=clinic_id)
+        return row
+
+    def _new_row(self, model, fields: dict) -> dict:
+        # Deferred, a taken id surfaces at the batch's flush, and the mutation-by-mutation
+        # retry then answers it here.
+        if not self.deferred and db.session.get(model, self.mutation.entity_id) is not None:
+            raise Rejection("entity_exists",
+                            f"A record with id {self.mutation.entity_id} already exists.")
+        now = utcnow()
+        return with_defaults(model, {
+            "id": self.mutation.entity_id, "version": 1, "created_at": now, "updated_at": now,
+            "created_by": self.actor.user_id, **fields})
 
     def update(self, row, changes: dict, *, patient_id: str | None, clinic_id: str | None):
         for name, value in changes.items():

@@ -9,7 +9,9 @@ from sqlalchemy.exc import OperationalError
 
 from app.domain.ids import new_id
 from app.extensions import db
-from app.models import AuditEvent, MutationResult, Observation, Patient, SyncClient
+from app.models import (AuditEvent, ChangeLog, EntityHistory, MutationResult, Observation,
+                        Patient, SyncClient)
+from app.services import audit
 from app.services.audit import AuditUnavailable
 from sync_api.client import Reply, SyncClient as Device, Unreachable
 from tests.sync.builders import VITAL_TIME, observe, push_body, register, wire
@@ -363,3 +365,91 @@ def test_a_patient_changed_in_one_batch_lists_every_identifier_it_was_given(devi
     latest = answers[-1]["record"]
     assert (latest["phone"], latest["address"], latest["version"]) == ("0700 333", "Riverside", 4)
     assert sorted(i["value"] for i in latest["identifiers"]) == ["INS-77", "MRN-5001"]
+
+
+def readings(patient_id: str, first_seq: int, values: list[int]) -> list[dict]:
+    return [wire(new_id(), seq, "observation.record", "observation", new_id(),
+                 observation_data(patient_id, value))
+            for seq, value in enumerate(values, start=first_seq)]
+
+
+def rows_of(model, **where) -> int:
+    db.session.rollback()
+    query = select(func.count()).select_from(model)
+    for name, value in where.items():
+        query = query.where(getattr(model, name) == value)
+    return db.session.execute(query).scalar_one()
+
+
+@pytest.mark.postgres
+def test_a_batch_mixing_resent_and_new_mutations_applies_only_the_new_ones(transport_for,
+                                                                          patient_id):
+    nurse = transport_for("nurse")
+    sent = readings(patient_id, 1, [61, 62, 63])
+    first = nurse("POST", "/sync/v1/push", push_body("tablet-mixed", *sent))
+    assert [r["status"] for r in first.body["results"]] == ["applied"] * 3
+
+    more = readings(patient_id, 4, [64, 65])
+    again = nurse("POST", "/sync/v1/push", push_body("tablet-mixed", *sent, *more))
+
+    assert again.status == 200
+    answers = again.body["results"]
+    assert [r["status"] for r in answers] == ["duplicate"] * 3 + ["applied"] * 2
+    assert [r["record"] for r in answers[:3]] == [r["record"] for r in first.body["results"]]
+    assert [r["record"]["value"] for r in answers] == [61, 62, 63, 64, 65]
+    assert again.body["last_seq"] == 5
+    # Each reading once, with one version in its history, one change and one stored answer.
+    assert rows_of(Observation) == 5
+    assert rows_of(EntityHistory, entity="observation") == 5
+    assert rows_of(ChangeLog, entity="observation") == 5
+    assert rows_of(MutationResult, client_id="tablet-mixed") == 5
+
+
+@pytest.mark.postgres
+def test_a_mid_sent_twice_in_one_batch_is_applied_once_and_answered_from_the_first(
+        transport_for, patient_id):
+    nurse = transport_for("nurse")
+    reading = readings(patient_id, 1, [70])[0]
+    answer = nurse("POST", "/sync/v1/push", push_body(
+        "tablet-twice", reading, {**reading, "seq": 2}, *readings(patient_id, 3, [71])))
+
+    assert [r["status"] for r in answer.body["results"]] == ["applied", "duplicate", "applied"]
+    assert answer.body["results"][1]["record"] == answer.body["results"][0]["record"]
+    assert answer.body["last_seq"] == 3
+    assert rows_of(Observation) == 2
+
+
+@pytest.mark.postgres
+def test_one_record_id_twice_in_a_batch_applies_the_first_and_refuses_the_second(
+        transport_for, patient_id):
+    nurse = transport_for("nurse")
+    first, second, third = readings(patient_id, 1, [80, 81, 82])
+    second = {**second, "entity_id": first["entity_id"]}
+    answer = nurse("POST", "/sync/v1/push", push_body("tablet-same-id", first, second, third))
+
+    assert [r["status"] for r in answer.body["results"]] == ["applied", "rejected", "applied"]
+    assert answer.body["results"][1]["error"]["code"] == "entity_exists"
+    db.session.rollback()
+    assert db.session.get(Observation, first["entity_id"]).value_number == 80
+    assert rows_of(EntityHistory, entity_id=first["entity_id"]) == 1
+
+
+@pytest.mark.postgres
+def test_the_audit_chain_verifies_after_batched_pushes_one_of_them_refused_in_part(
+        transport_for, patient_id):
+    nurse = transport_for("nurse")
+    clean = readings(patient_id, 1, [90, 91, 92])
+    refused = wire(new_id(), 4, "observation.record", "observation", new_id(),
+                   observation_data(new_id()))  # a patient that does not exist
+    assert nurse("POST", "/sync/v1/push", push_body("tablet-audit", *clean)).status == 200
+    answer = nurse("POST", "/sync/v1/push", push_body(
+        "tablet-audit", refused, *readings(patient_id, 5, [93, 94])))
+    assert [r["status"] for r in answer.body["results"]] == ["rejected", "applied", "applied"]
+
+    db.engines["audit"].dispose()
+    with db.engines["audit"].connect() as conn:
+        outcomes = conn.execute(select(AuditEvent.outcome).where(
+            AuditEvent.device == "tablet-audit").order_by(AuditEvent.id)).scalars().all()
+    assert outcomes == ["applied"] * 3 + ["rejected"] + ["applied"] * 2
+    report = audit.verify()
+    assert report.ok, report.problem

@@ -35,7 +35,8 @@ def record(ctx: WriteContext):
         raise Rejection("invalid", message, [{"field": "effective_at", "message": message}])
     value = data["value"]
     is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    observation = ctx.create(Observation, {
+    # Readings are only ever added: nothing in a push reads one back.
+    observation = ctx.append(Observation, {
         "patient_id": patient.id, "visit_id": require_visit_of(ctx, data.get("visit_id"), patient.id),
         "code": data["code"], "value_number": float(value) if is_number else None,
         "value_text": None if is_number else str(value), "unit": data["unit"],
