@@ -4,7 +4,8 @@ write ceiling of exactly those rows.
 Census: the same pushes go through the app in-process (Flask test client: routing, auth,
 apply, audit, commit) on a fresh clone of the base, with every statement the two engines
 send to the database recorded (SQLAlchemy cursor events) along with each commit. The
-INSERT/UPDATE/DELETE statements and their row counts give the rows written per mutation,
+INSERT/UPDATE/DELETE statements and their row counts (and the rows the app sends with COPY
+on PostgreSQL, recorded at app.services.writes.copy_rows) give the rows written per mutation,
 table by table.
 
 Ceiling: those recorded writes, with their parameters, are replayed on another fresh clone
@@ -24,7 +25,7 @@ from collections import Counter, OrderedDict
 from _backends import SECRET_KEY
 from _paths import use_repo
 
-_WRITE = re.compile(r"^\s*(INSERT\s+INTO|UPDATE|DELETE\s+FROM)\s+\"?([A-Za-z_][A-Za-z0-9_]*)",
+_WRITE = re.compile(r"^\s*(INSERT\s+INTO|UPDATE|DELETE\s+FROM|COPY)\s+\"?([A-Za-z_][A-Za-z0-9_]*)",
                     re.IGNORECASE)
 
 
@@ -89,11 +90,22 @@ class Recorder:
                              ("rollback", on_rollback)):
                 event.listen(engine, name, fn)
                 self._listeners.append((engine, name, fn))
+        # Rows the app sends with COPY (PostgreSQL) pass no cursor event: recorded here.
+        from app.services import writes
+        self._writes, self._copy_rows = writes, writes.copy_rows
+
+        def copy_rows(connection, statement, values):
+            self._copy_rows(connection, statement, values)
+            key = next(k for k, e in self.engines.items() if e is connection.engine)
+            self.events.append(("exec", key, statement, [tuple(v) for v in values], True,
+                                len(values)))
+        writes.copy_rows = copy_rows
 
     def close(self):
         from sqlalchemy import event
         for engine, name, fn in self._listeners:
             event.remove(engine, name, fn)
+        self._writes.copy_rows = self._copy_rows
 
     def transactions(self) -> list[tuple[str, list[tuple]]]:
         """Committed write transactions in commit order: (key, [(statement, params, many)])."""
@@ -129,7 +141,7 @@ class Recorder:
             if ev[0] == "exec":
                 m = _WRITE.match(ev[2])
                 if m:
-                    verb = m.group(1).split()[0].lower()
+                    verb = m.group(1).split()[0].lower().replace("copy", "insert")
                     table = m.group(2) + (" (audit db)" if ev[1] == "audit" else "")
                     pending[ev[1]][(table, verb)] += max(ev[5], 0)
             elif ev[0] == "commit":
@@ -193,7 +205,11 @@ def replay(backend, urls, transactions) -> tuple[float, int]:
             if sqlite:
                 cur.execute("BEGIN IMMEDIATE")
             for statement, params in groups:
-                if len(params) == 1 or (sqlite and "RETURNING" in statement.upper()):
+                if statement.startswith("COPY "):
+                    with cur.copy(statement) as copy:
+                        for p in params:
+                            copy.write_row(p)
+                elif len(params) == 1 or (sqlite and "RETURNING" in statement.upper()):
                     for p in params:
                         cur.execute(statement, p)
                         if cur.description:

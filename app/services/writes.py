@@ -5,6 +5,7 @@ import functools
 from dataclasses import dataclass, field
 
 from sqlalchemy import BigInteger, String, event, func, insert, inspect, select
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, selectinload
 
 from app.domain.ids import is_uuid, new_id
@@ -69,11 +70,51 @@ class AppendedRows:
     def write(self) -> None:
         if not self.rows:
             return
+        connection = db.session.connection()
         for model, rows in self.rows.items():
-            db.session.execute(insert(model.__table__), rows)
+            insert_rows(connection, model.__table__, rows)
         # As a flush would: a record listing rows of these kinds is read again after a write.
         db.session.info.setdefault(_WRITTEN, set()).update(self.rows)
         self.rows.clear()
+
+
+def insert_rows(connection, table, rows: list[dict]) -> None:
+    """Rows (dicts with the same keys) into `table`, in the connection's transaction.
+
+    On PostgreSQL with COPY: an INSERT of many rows goes through psycopg one row at a time
+    (a pipeline), at about twice the server CPU per row; COPY checks the same constraints and
+    fires the same triggers. Each value still goes through its column type, as SQLAlchemy
+    would send it, and a failure is raised as SQLAlchemy's exception of the same kind (an
+    IntegrityError for a taken id), so callers cannot tell the two apart."""
+    if connection.dialect.name != "postgresql":
+        connection.execute(insert(table), rows)
+        return
+    columns = tuple(rows[0])
+    statement, processors = _copy_plan(table, columns, connection.dialect)
+    values = [[row[name] if process is None else process(row[name])
+               for name, process in zip(columns, processors)] for row in rows]
+    copy_rows(connection, statement, values)
+
+
+def copy_rows(connection, statement: str, values: list[list]) -> None:
+    base_error = connection.dialect.loaded_dbapi.Error
+    try:
+        with connection.connection.cursor() as cursor, cursor.copy(statement) as copy:
+            for row in values:
+                copy.write_row(row)
+    except base_error as exc:
+        raise DBAPIError.instance(statement, None, exc, base_error,
+                                  dialect=connection.dialect) from exc
+
+
+@functools.lru_cache(maxsize=64)
+def _copy_plan(table, columns: tuple[str, ...], dialect) -> tuple[str, tuple]:
+    quote = dialect.identifier_preparer
+    statement = (f"COPY {quote.format_table(table)} "
+                 f"({', '.join(quote.quote(name) for name in columns)}) FROM STDIN")
+    processors = tuple(table.c[name].type.dialect_impl(dialect).bind_processor(dialect)
+                       for name in columns)
+    return statement, processors
 
 
 # Mutations of a patient's own record, which lock it by its id (the mutation's entity_id).
