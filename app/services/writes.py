@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
+from itertools import chain
 
 from sqlalchemy import BigInteger, String, event, func, insert, inspect, select
 from sqlalchemy.exc import DBAPIError
@@ -255,6 +256,7 @@ class WriteContext:
             setattr(row, name, value)
         row.version += 1
         row.updated_at = utcnow()
+        db.session.info.setdefault(_WRITTEN, set()).add(type(row))
         self._flush()
         self.record(row, patient_id=patient_id, clinic_id=clinic_id)
         return row
@@ -344,9 +346,11 @@ def _may_have_changed(row, relationship: str) -> bool:
     collection loaded with the row is still what the database holds."""
     related = inspect(type(row)).relationships[relationship].mapper.class_
     session = db.session()
-    pending = (*session.new, *session.dirty, *session.deleted)
-    return (related in session.info.get(_WRITTEN, ())
-            or any(isinstance(other, related) for other in pending))
+    if related in session.info.get(_WRITTEN, ()):
+        return True
+    # A row changed through update() is noted as written there: looking through every changed
+    # row of a batch not yet flushed, at each record, cost more than the batch's writes.
+    return any(isinstance(other, related) for other in chain(session.new, session.deleted))
 
 
 @event.listens_for(Session, "before_flush")

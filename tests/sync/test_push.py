@@ -367,6 +367,30 @@ def test_a_patient_changed_in_one_batch_lists_every_identifier_it_was_given(devi
     assert sorted(i["value"] for i in latest["identifiers"]) == ["INS-77", "MRN-5001"]
 
 
+
+@pytest.mark.postgres
+def test_a_patient_changed_in_one_batch_no_longer_lists_an_identifier_retired_before(device,
+                                                                                    world):
+    clerk = device("registration_clerk")
+    pid = register(clerk, world.clinics["A"].id,
+                   identifiers=[{"system": "mrn", "value": "MRN-6001"},
+                                {"system": "insurance", "value": "INS-6002"}])
+    registered = clerk.push()[0]["record"]
+    mrn = next(i["id"] for i in registered["identifiers"] if i["system"] == "mrn")
+    clerk.queue("patient.identifier.retire", "patient_identifier", mrn, {"reason": "typed wrongly"},
+                base_version=1)
+    clerk.queue("patient.update", "patient", pid, {"phone": "0700 444"}, base={"phone": None},
+                base_version=2)
+    answers = clerk.push()
+
+    assert [a["status"] for a in answers] == ["applied", "applied"]
+    assert [i["value"] for i in answers[-1]["record"]["identifiers"]] == ["INS-6002"]
+    db.session.rollback()
+    history = db.session.execute(select(EntityHistory.record).where(
+        EntityHistory.entity == "patient", EntityHistory.entity_id == pid,
+        EntityHistory.version == 3)).scalar_one()
+    assert [i["system"] for i in history["identifiers"]] == ["insurance"]
+
 def readings(patient_id: str, first_seq: int, values: list[int]) -> list[dict]:
     return [wire(new_id(), seq, "observation.record", "observation", new_id(),
                  observation_data(patient_id, value))
