@@ -83,7 +83,8 @@ def push_body() -> dict:
         raise SyncError(413, "too_many_mutations", f"A push holds at most {limit} mutations; "
                         f"this one has {len(mutations)}. Nothing was applied; send them in "
                         "smaller batches.", extra={"max_batch": limit})
-    problems = _text_problems(body, mutations if isinstance(mutations, list) else None)
+    problems = [] if _plain_text(request.get_data(cache=True), body) else \
+        _text_problems(body, mutations if isinstance(mutations, list) else None)
     if not problems:
         # The request's schema asks only for a list there, and its items are checked one by
         # one below: going through them here as well cost almost as much as those checks.
@@ -153,6 +154,25 @@ def _text_problems(body: dict, mutations: list | None) -> list[dict]:
             stack.extend(([*path, str(i)], item) for i, item in enumerate(value))
     unique = {(p.get("index"), p["field"]): p for p in problems}
     return sorted(unique.values(), key=lambda p: (p.get("index", -1), p["field"]))
+
+
+def _plain_text(raw: bytes, body: dict) -> bool:
+    """No problem _text_problems would find, known without looking at every string: in JSON
+    sent as UTF-8, a NUL can only come from a \\u escape, and an unpaired surrogate from an
+    escape or the bytes ED A0-ED BF (which the decoder lets through); then only the depth is
+    left to check, on the containers alone. A body with either is looked at in full."""
+    if json.detect_encoding(raw) != "utf-8" or b"\\u" in raw or b"\xed" in raw:
+        return False
+    stack: list[tuple[int, object]] = [(0, body)]
+    while stack:
+        depth, value = stack.pop()
+        items = value.values() if isinstance(value, dict) else value
+        if depth >= MAX_DEPTH:
+            if items:
+                return False
+            continue
+        stack.extend((depth + 1, item) for item in items if isinstance(item, (dict, list)))
+    return True
 
 
 def _storable(text: str) -> bool:

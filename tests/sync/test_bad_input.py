@@ -20,6 +20,7 @@ from app.models import (ApiToken, AuditEvent, ChangeLog, MutationResult, Patient
                         UserSession)
 from app.models.types import utcnow
 from sync_api.cursor import Cursor
+from sync_api.wire import MAX_DEPTH
 from tests.conftest import config
 from tests.sync.conftest import FlaskTransport
 
@@ -203,6 +204,43 @@ def test_nesting_deeper_than_any_request_needs_is_a_400(clerk, world, before):
     assert problem["field"].startswith("base.a.a.")
     assert state() == before
 
+
+
+def test_an_unpaired_surrogate_sent_as_raw_bytes_is_named_by_index(clerk, world, before):
+    """Not only as an escape: the JSON decoder also lets the bytes ED A0 80 through."""
+    bad = registration(world.clinics["A"].id, 2, given_name="PLACEHOLDER")
+    raw = json.dumps(body_for(PUSH, mutations=[bad])).encode()
+    answer = assert_refused(send(clerk, PUSH, raw=raw.replace(b"PLACEHOLDER", b"A\xed\xa0\x80")),
+                            400)
+    assert per_mutation(answer) == {0: {"mid": bad["mid"], "fields": {"data.given_name"}}}
+    assert state() == before
+
+
+def nested(levels: int) -> dict:
+    deep: dict = {"a": 1}
+    for _ in range(levels - 1):
+        deep = {"a": deep}
+    return deep
+
+
+def test_nesting_is_refused_from_the_first_level_past_the_limit(clerk, world, before):
+    # mutations.0.base and then the levels: the deepest value sits at depth 3 + levels.
+    at_limit = {**registration(world.clinics["A"].id, 2), "base": nested(MAX_DEPTH - 3)}
+    past = {**registration(world.clinics["A"].id, 2), "base": nested(MAX_DEPTH - 2)}
+    refused = assert_refused(send(clerk, PUSH, body_for(PUSH, mutations=[past])), 400)
+    assert [p["index"] for p in refused["problems"]] == [0]
+    assert state() == before
+    accepted = send(clerk, PUSH, body_for(PUSH, mutations=[at_limit]))
+    assert accepted.status_code == 200, accepted.get_json()
+    assert accepted.get_json()["results"][0]["status"] == "applied"
+
+
+def test_text_with_hangul_is_stored_as_sent(clerk, world):
+    """The bytes of Hangul start with ED too: such a body is checked in full, and passes."""
+    mutation = registration(world.clinics["A"].id, 2, given_name="한국")
+    answer = send(clerk, PUSH, body_for(PUSH, mutations=[mutation]))
+    assert answer.status_code == 200, answer.get_json()
+    assert answer.get_json()["results"][0]["record"]["given_name"] == "한국"
 
 @pytest.mark.parametrize("path", BODY_ROUTES)
 @pytest.mark.parametrize("change, field", [
