@@ -103,7 +103,9 @@ def push_route():
     client = claim(actor, body["client_id"], body.get("telemetry"))
     status, payload = push_batch(actor, client, body["mutations"])
     db.session.commit()
-    return jsonify(payload), status
+    # Not jsonify, as for a pull: it sorts the keys of every record answered.
+    body = current_app.json.dumps(payload, sort_keys=False, separators=(",", ":"))
+    return current_app.response_class(body + "\n", status=status, mimetype="application/json")
 
 
 @bp.post("/pull")
