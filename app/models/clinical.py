@@ -112,6 +112,12 @@ class Observation(VersionedEntity, db.Model):
         record["value"] = self.record_value(self.value_number, self.value_text)
         return record
 
+    @classmethod
+    def record_of(cls, values: dict) -> dict:
+        record = super().record_of(values)
+        record["value"] = cls.record_value(values.get("value_number"), values.get("value_text"))
+        return record
+
     @staticmethod
     def record_value(value_number, value_text):
         """The record's one `value`: sync reads the columns without the ORM and uses this too."""

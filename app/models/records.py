@@ -24,3 +24,9 @@ class RecordMixin:
 
     def to_record(self) -> dict:
         return {name: to_json_value(getattr(self, name)) for name in self.RECORD_FIELDS}
+
+    @classmethod
+    def record_of(cls, values: dict) -> dict:
+        """to_record() of the row that `values` (by attribute) would make, without the row.
+        A model whose to_record() adds to the fields says the same here."""
+        return {name: to_json_value(values.get(name)) for name in cls.RECORD_FIELDS}

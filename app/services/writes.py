@@ -118,6 +118,13 @@ def _copy_plan(table, columns: tuple[str, ...], dialect) -> tuple[str, tuple]:
     return statement, processors
 
 
+@dataclass(frozen=True)
+class Appended:
+    """A record written with the appended rows (WriteContext.append): what its answer needs."""
+    id: str
+    version: int
+
+
 # Mutations of a patient's own record, which lock it by its id (the mutation's entity_id).
 PATIENT_CHANGES = frozenset({"patient.update"})
 
@@ -135,9 +142,11 @@ def with_defaults(model, fields: dict) -> dict:
 @functools.cache
 def _columns(model) -> tuple:
     """(attribute, column name) of every column of a model whose rows may be appended: one
-    whose values need nothing a flush would do (no sealed field, no related rows)."""
+    whose values need nothing a flush would do (no sealed field, no related rows) and whose
+    record follows from them."""
     mapper = inspect(model)
-    if issubclass(model, SealedRow) or mapper.relationships:
+    if (issubclass(model, SealedRow) or mapper.relationships
+            or ("to_record" in vars(model)) != ("record_of" in vars(model))):
         raise TypeError(f"{model.__name__} rows are written through the session")
     return tuple((prop.key, prop.columns[0].key) for prop in mapper.column_attrs)
 
@@ -230,15 +239,17 @@ class WriteContext:
         self.record(row, patient_id=patient_id, clinic_id=clinic_id)
         return row
 
-    def append(self, model, fields: dict, *, patient_id: str | None, clinic_id: str | None):
+    def append(self, model, fields: dict, *, patient_id: str | None,
+               clinic_id: str | None) -> Appended:
         """create(), for a record no handler reads back within a push (an observation): its
-        row goes with the appended rows (AppendedRows) rather than as an ORM object to track
-        and flush. The object returned is never added to the session; it gives the record."""
+        row goes with the appended rows (AppendedRows), and its record is made from the
+        values (model.record_of), without an ORM object to build, track and flush."""
         values = self._new_row(model, fields)
         self.appended.add(model, {column: values[key] for key, column in _columns(model)})
-        row = model(**values)
-        self.record(row, patient_id=patient_id, clinic_id=clinic_id)
-        return row
+        appended = Appended(values["id"], values["version"])
+        self._keep(model.__tablename__, appended, model.record_of(values),
+                   patient_id=patient_id, clinic_id=clinic_id)
+        return appended
 
     def _new_row(self, model, fields: dict) -> dict:
         # Deferred, a taken id surfaces at the batch's flush, and the mutation-by-mutation
@@ -269,8 +280,11 @@ class WriteContext:
             # The record's related rows must reflect this write: load them again after it.
             db.session.flush()
             db.session.expire(row, stale)
+        self._keep(entity, row, row.to_record(), patient_id=patient_id, clinic_id=clinic_id)
+
+    def _keep(self, entity: str, row, record: dict, *, patient_id: str | None,
+              clinic_id: str | None) -> None:
         now = utcnow()
-        record = row.to_record()
         self._recorded = (row, row.version, record)
         self.appended.add(EntityHistory, {
             "entity": entity, "entity_id": row.id, "version": row.version,

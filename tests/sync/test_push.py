@@ -477,3 +477,22 @@ def test_the_audit_chain_verifies_after_batched_pushes_one_of_them_refused_in_pa
     assert outcomes == ["applied"] * 3 + ["rejected"] + ["applied"] * 2
     report = audit.verify()
     assert report.ok, report.problem
+
+
+@pytest.mark.postgres
+def test_a_colleague_already_in_sync_gets_each_reading_as_the_writer_was_answered(device,
+                                                                                 world):
+    clinic_a = world.clinics["A"].id
+    clerk, nurse, colleague = device("registration_clerk"), device("nurse"), device("clinician")
+    pid = register(clerk, clinic_a)
+    clerk.push()
+    colleague.pull()  # from here on, the colleague's changes come from the log and history
+    observe(nurse, pid, value=38.4, code="8310-5", unit="Cel")
+    observe(nurse, pid, value=72, code="8867-4", unit="/min")
+    observe(nurse, pid, value="positive", code="LAB-MAL", unit="result")
+    answered = {(a["entity"], a["entity_id"]): a["record"] for a in nurse.push()}
+
+    colleague.pull()
+
+    assert {key: colleague.store.rows[key] for key in answered} == answered
+    assert sorted(str(r["value"]) for r in answered.values()) == ["38.4", "72.0", "positive"]
