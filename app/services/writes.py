@@ -5,7 +5,7 @@ import functools
 from dataclasses import dataclass, field
 from itertools import chain
 
-from sqlalchemy import BigInteger, String, event, func, insert, inspect, select
+from sqlalchemy import BigInteger, String, bindparam, event, func, insert, inspect, select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, selectinload
 
@@ -41,15 +41,15 @@ class BatchLookups:
         patient_ids = _named(mutations, "patient_id")
         visit_ids = _named(mutations, "visit_id")
         if actor.clinic_id:
-            visible = visible_in_clinic(actor.clinic_id)
-            for patient in _by_ids(Patient, patient_ids, visible):
+            for patient in _by_ids(_visible_patients(lock=False), patient_ids,
+                                   clinic_id=actor.clinic_id):
                 lookups.patients[patient.id] = patient
             changed = {m.entity_id for m in mutations
                        if m.type in PATIENT_CHANGES and is_uuid(m.entity_id)}
-            for patient in _by_ids(Patient, changed, visible, lock=True,
-                                   options=[selectinload(Patient.identifiers)]):
+            for patient in _by_ids(_visible_patients(lock=True), changed,
+                                   clinic_id=actor.clinic_id):
                 lookups.locked_patients[patient.id] = patient
-        for visit in _by_ids(Visit, visit_ids):
+        for visit in _by_ids(_visits(), visit_ids):
             lookups.rows[(Visit, visit.id)] = visit
         return lookups
 
@@ -165,16 +165,31 @@ def _named(mutations: list[Mutation], name: str) -> set[str]:
             and is_uuid(m.data.get(name))}
 
 
-def _by_ids(model, ids: set[str], *conditions, lock: bool = False, options=()) -> list:
+def _by_ids(query, ids: set[str], **parameters) -> list:
     ids = sorted(ids)
     found = []
     for start in range(0, len(ids), 500):  # SQLite's bound-parameter limit
-        query = (select(model).where(model.id.in_(ids[start:start + 500]), *conditions)
-                 .order_by(model.id).options(*options))
-        if lock:
-            query = query.with_for_update(of=model, key_share=True)
-        found.extend(db.session.scalars(query))
+        found.extend(db.session.scalars(query, {"ids": ids[start:start + 500], **parameters}))
     return found
+
+
+# The batch's queries are built once, their ids and clinic as parameters: building the
+# statement (and its cache key) again for every push cost about as much as running it.
+@functools.cache
+def _visible_patients(lock: bool):
+    query = (select(Patient).where(Patient.id.in_(bindparam("ids", expanding=True)),
+                                   visible_in_clinic(bindparam("clinic_id")))
+             .order_by(Patient.id))
+    if lock:
+        query = (query.with_for_update(of=Patient, key_share=True)
+                 .options(selectinload(Patient.identifiers)))
+    return query
+
+
+@functools.cache
+def _visits():
+    return (select(Visit).where(Visit.id.in_(bindparam("ids", expanding=True)))
+            .order_by(Visit.id))
 
 
 @dataclass
