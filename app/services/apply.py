@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from app.domain.mutations import ENVELOPE_SCHEMA, MUTATION_TYPES
@@ -50,8 +50,12 @@ def stored_results(mids: list[str]) -> dict[str, MutationResult]:
     found: dict[str, MutationResult] = {}
     for start in range(0, len(mids), 500):  # SQLite's bound-parameter limit
         found.update((r.mid, r) for r in db.session.scalars(
-            select(MutationResult).where(MutationResult.mid.in_(mids[start:start + 500]))))
+            _STORED, {"mids": mids[start:start + 500]}))
     return found
+
+
+# Built once, as the batch's other reads (writes.BatchLookups).
+_STORED = select(MutationResult).where(MutationResult.mid.in_(bindparam("mids", expanding=True)))
 
 
 def answer_again(stored: MutationResult | StoredAnswer, mutation: Mutation) -> Result:

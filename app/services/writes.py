@@ -88,7 +88,7 @@ def insert_rows(connection, table, rows: list[dict]) -> None:
     would send it, and a failure is raised as SQLAlchemy's exception of the same kind (an
     IntegrityError for a taken id), so callers cannot tell the two apart."""
     if connection.dialect.name != "postgresql":
-        connection.execute(insert(table), rows)
+        connection.execute(_insert_into(table), rows)
         return
     columns = tuple(rows[0])
     statement, processors = _copy_plan(table, columns, connection.dialect)
@@ -106,6 +106,11 @@ def copy_rows(connection, statement: str, values: list[list]) -> None:
     except base_error as exc:
         raise DBAPIError.instance(statement, None, exc, base_error,
                                   dialect=connection.dialect) from exc
+
+
+@functools.cache
+def _insert_into(table):
+    return insert(table)
 
 
 @functools.lru_cache(maxsize=64)
