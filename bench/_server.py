@@ -70,12 +70,14 @@ class Pusher:
                         "Authorization": f"Bearer {token}"}
         self.con = None
 
-    def _post(self, body: bytes) -> tuple[int, bytes]:
+    def post(self, body: bytes, path: str = "/sync/v1/push") -> tuple[int, bytes]:
+        """One request on the device's connection (a pull too), sent again once if the server
+        had closed it."""
         for attempt in range(2):
             if self.con is None:
-                self.con = http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
+                self.con = http.client.HTTPConnection("127.0.0.1", self.port, timeout=300)
             try:
-                self.con.request("POST", "/sync/v1/push", body, self.headers)
+                self.con.request("POST", path, body, self.headers)
                 resp = self.con.getresponse()
                 data = resp.read()
                 if resp.getheader("Connection", "").lower() == "close":
@@ -95,7 +97,7 @@ class Pusher:
         http_codes = Counter()
         t0 = time.perf_counter()
         for body in bodies:
-            code, data = self._post(body)
+            code, data = self.post(body)
             http_codes[code] += 1
             if code == 200:
                 for r in json.loads(data)["results"]:

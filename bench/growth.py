@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import http.client
 import json
 import shutil
 import sqlite3
@@ -89,7 +88,7 @@ class Device:
         while True:
             body = json.dumps({"protocol": 1, "client_id": self.client_id, "cursor": self.cursor,
                                "limit": PULL_PAGE}).encode()
-            status, data = _post(self.pusher, "/sync/v1/pull", body)
+            status, data = self.pusher.post(body, "/sync/v1/pull")
             if status != 200:
                 raise RuntimeError(f"pull answered {status}: {data[:300]!r}")
             page = json.loads(data)
@@ -103,23 +102,6 @@ class Device:
 
     def close(self):
         self.pusher.close()
-
-
-def _post(pusher: Pusher, path: str, body: bytes) -> tuple[int, bytes]:
-    """Pusher's keep-alive connection, for a path other than push."""
-    for attempt in range(2):
-        if pusher.con is None:
-            pusher.con = http.client.HTTPConnection("127.0.0.1", pusher.port, timeout=300)
-        try:
-            pusher.con.request("POST", path, body, pusher.headers)
-            resp = pusher.con.getresponse()
-            return resp.status, resp.read()
-        except (http.client.RemoteDisconnected, ConnectionError, http.client.BadStatusLine):
-            pusher.con.close()
-            pusher.con = None
-            if attempt:
-                raise
-    raise AssertionError("unreachable")
 
 
 @functools.lru_cache(maxsize=4)
@@ -185,11 +167,12 @@ def warm_up(port, tokens, changes_file):
         d = Device(port, tokens["nurse"] if i % 2 else tokens["clinician"])
         try:
             if i % 2:
-                status, data = _post(d.pusher, "/sync/v1/pull", json.dumps(
-                    {"protocol": 1, "client_id": d.client_id, "cursor": None, "limit": 50}).encode())
+                status, data = d.pusher.post(json.dumps(
+                    {"protocol": 1, "client_id": d.client_id, "cursor": None, "limit": 50}).encode(),
+                    "/sync/v1/pull")
             else:
                 body = W.bodies(d.client_id, push_work(changes_file, 1, f"warm-{d.client_id}"), 1)[0]
-                status, data = _post(d.pusher, "/sync/v1/push", body)
+                status, data = d.pusher.post(body)
             if status != 200:
                 raise RuntimeError(f"warm-up answered {status}: {data[:300]!r}")
         finally:
