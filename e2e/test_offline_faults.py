@@ -17,6 +17,7 @@ import urllib.request
 import pytest
 from playwright.sync_api import expect
 
+from e2e.gate import Gate
 from e2e.helpers import audit_db, server_db
 from e2e.offline import (badge, device, device_store, expect_synced, go_offline, go_online,
                          launch_profile, open_from_device, queue_notes, signed_in_state,
@@ -276,12 +277,20 @@ def test_a_flush_cut_by_a_reload_or_by_closing_the_browser_sends_everything_once
 
 # -- g. a new version of the app is deployed while the outbox holds writes ---------------------
 
-def test_a_new_version_deployed_with_writes_queued_sends_them_once(new_context, live_server):
-    context, page = device(new_context, live_server, live_server.user("lab", HILLTOP))
+@pytest.fixture
+def gate(live_server):
+    """The live server behind a proxy that can hold the sync endpoints back."""
+    proxy = Gate(live_server)
+    yield proxy
+    proxy.close()
+
+
+def test_a_new_version_deployed_with_writes_queued_sends_them_once(new_context, gate):
+    context, page = device(new_context, gate, gate.user("lab", HILLTOP))
     store = device_store(page)
     client_id, patient_id = store["client_id"], store["patients"][0]
-    open_from_device(page, f"{live_server.url}/patients/{patient_id}")
-    old_version = served_worker_version(live_server)
+    open_from_device(page, f"{gate.url}/patients/{patient_id}")
+    old_version = served_worker_version(gate)
     assert controller_version(page) == old_version
 
     go_offline(context)
@@ -293,14 +302,13 @@ def test_a_new_version_deployed_with_writes_queued_sends_them_once(new_context, 
     texts += more
     assert device_store(page)["outbox"] == 5
 
-    with live_server.restarted_with(APP_RELEASE="test-release-2"):
-        new_version = served_worker_version(live_server)
+    with gate.restarted_with(APP_RELEASE="test-release-2"):
+        new_version = served_worker_version(gate)
         assert new_version != old_version
 
         # The old worker must not send the queue first: sync answers fail until the new one
         # controls the page, so it is the new version that finds and sends the old outbox.
-        context.route("**/sync/v1/push", lambda route: route.abort())
-        context.route("**/sync/v1/pull", lambda route: route.abort())
+        gate.hold("/sync/v1/push", "/sync/v1/pull")
         go_online(context, page)
         # Installing fetches the whole shell again, which can fail or take a while; a browser
         # then checks again at the next navigation, so the test asks again every 10 s.
@@ -313,27 +321,25 @@ def test_a_new_version_deployed_with_writes_queued_sends_them_once(new_context, 
                 asked = time.monotonic()
             page.wait_for_timeout(200)
         assert device_store(page)["outbox"] == 5
-        with server_db(live_server) as db:
+        with server_db(gate) as db:
             assert client_results(db, client_id) == []
 
-        pushed_by = []
-        context.on("request", lambda r: pushed_by.append(
-            json.loads(r.post_data)["telemetry"]["worker_version"]) if is_push(r) else None)
-        context.unroute("**/sync/v1/push")
-        context.unroute("**/sync/v1/pull")
+        sent_before = len(gate.pushed_by)
+        gate.release()
         go_online(context, page)
         expect_synced(page)
         assert device_store(page)["outbox"] == 0
+        pushed_by = gate.pushed_by[sent_before:]
         assert pushed_by and set(pushed_by) == {new_version}
 
-        with server_db(live_server) as db:
+        with server_db(gate) as db:
             assert note_counts(db, texts) == {text: 1 for text in texts}
             assert_applied_once_in_order(db, client_id, len(texts))
             telemetry = json.loads(db.execute("SELECT telemetry FROM sync_client WHERE client_id = ?",
                                               (client_id,)).fetchone()[0])
             assert telemetry["worker_version"] == new_version
             assert telemetry["queue_depth"] == 0
-    assert served_worker_version(live_server) == old_version
+    assert served_worker_version(gate) == old_version
 
 
 # -- r. the first sync, cut short by closing the browser, resumes where it stopped -------------
