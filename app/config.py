@@ -105,6 +105,9 @@ def build_config(instance_path: str, overrides: dict | None = None) -> dict:
         # Records per pull the browser asks for: smaller pages save progress more often on a
         # poor link, larger ones finish a first sync in fewer round trips.
         "SYNC_BROWSER_PULL_PAGE": int(env.get("SYNC_BROWSER_PULL_PAGE", "2000")),
+        # How long a device waits for a sync answer before it gives the request up and sends
+        # it again later (a request lost with the link would otherwise hold every later sync).
+        "SYNC_BROWSER_REQUEST_TIMEOUT_SECONDS": float(env.get("SYNC_BROWSER_REQUEST_TIMEOUT_SECONDS", "60")),
         # Only the views marked compressed are (the pull: its JSON shrinks about ninefold).
         # A stream must never be: the event stream's pokes would wait in the compressor.
         "COMPRESS_REGISTER": False,
@@ -132,6 +135,11 @@ def build_config(instance_path: str, overrides: dict | None = None) -> dict:
         "SYNC_EVENTS_KEEPALIVE_SECONDS": float(env.get("SYNC_EVENTS_KEEPALIVE_SECONDS", "15")),
         "SYNC_EVENTS_POLL_SECONDS": float(env.get("SYNC_EVENTS_POLL_SECONDS", "0.1")),
         "SYNC_EVENTS_IDLE_SECONDS": float(env.get("SYNC_EVENTS_IDLE_SECONDS", "30")),
+        # Event streams one process serves at once: each holds a thread for its minute, so
+        # the Procfile gives a worker this many threads on top of GUNICORN_THREADS, and its
+        # worker (app/gunicorn_worker.py) a connection for each stream it holds.
+        "SYNC_EVENTS_STREAMS": int(env.get("SYNC_EVENTS_STREAMS", "96")),
+        "SYNC_EVENTS_BUSY_RETRY_SECONDS": float(env.get("SYNC_EVENTS_BUSY_RETRY_SECONDS", "30")),
         # When the device list in the console flags a device as at risk of losing data.
         "SYNC_RISK_PENDING_HOURS": float(env.get("SYNC_RISK_PENDING_HOURS", "24")),
         "SYNC_RISK_SILENT_DAYS": float(env.get("SYNC_RISK_SILENT_DAYS", "3")),

@@ -34,6 +34,7 @@ from _load import Clock, Connection, HttpError, latency_summary  # noqa: E402
 from _memory import MemoryWatch, children, cpu_seconds  # noqa: E402
 from _paths import BENCH, ROOT  # noqa: E402
 from _server import Gunicorn  # noqa: E402
+from _streams import Streams  # noqa: E402
 
 T0 = time.monotonic()
 PULL_LIMIT = 500  # static/sw/sync.js PULL_LIMIT
@@ -62,6 +63,9 @@ def parse_args():
     ap.add_argument("--gunicorn-args", default="",
                     help="extra gunicorn settings, passed as GUNICORN_CMD_ARGS (e.g. '--keep-alive 0')")
     ap.add_argument("--timeout", type=float, default=60.0, help="client timeout per request, s")
+    ap.add_argument("--streams", type=int, default=0,
+                    help="open pages holding a live-update stream through the run, one per device "
+                         "in turn (0; 200: every tablet has the app open)")
     ap.add_argument("--pg-port", type=int, default=55451)
     ap.add_argument("--app-port", type=int, default=18630)
     ap.add_argument("--peer-port", type=int, default=18650)
@@ -233,10 +237,18 @@ def _error_code(data: bytes) -> str:
         return data[:80].decode("latin-1", "replace")
 
 
-def run_peak(port, devices, timeout) -> tuple[Tally, float, float]:
+def run_peak(port, devices, timeout, n_streams=0) -> tuple[Tally, float, float, dict]:
     tally = Tally()
+    held = {}
 
     async def main():
+        streams = Streams(port, [devices[i % len(devices)].token for i in range(n_streams)])
+        if n_streams:
+            answered = await streams.open()
+            held["answered_before_start"] = answered
+            held["first_answer"] = latency_summary(streams.first_answer)
+            log(f"  {answered}/{n_streams} streams answered before the start "
+                f"({dict(streams.counts)})")
         start = asyncio.Event()
         tasks = [asyncio.create_task(device_run(d, port, start, tally, timeout)) for d in devices]
         await asyncio.sleep(0.5)  # connections open
@@ -246,9 +258,12 @@ def run_peak(port, devices, timeout) -> tuple[Tally, float, float]:
         for r in results:
             if isinstance(r, BaseException):
                 tally.errors[f"device: {type(r).__name__}: {r}"[:160]] += 1
+        if n_streams:
+            await streams.close()
+            held["events"] = dict(streams.counts)
         return clock
     clock = asyncio.run(main())
-    return tally, clock.seconds, clock.cpu
+    return tally, clock.seconds, clock.cpu, held
 
 
 def app_rep(args, backend, devices, work, rep, profile=False) -> dict:
@@ -267,7 +282,8 @@ def app_rep(args, backend, devices, work, rep, profile=False) -> dict:
         cpu0 = {k: cpu_seconds([p]) for k, p in pids.items()}
         pg0 = cpu_seconds(pg)
         with MemoryWatch(pids) as mem:
-            tally, seconds, gen_cpu = run_peak(args.app_port, devices, args.timeout)
+            tally, seconds, gen_cpu, streams = run_peak(args.app_port, devices, args.timeout,
+                                                        args.streams)
         per_process_cpu = {k: round(cpu_seconds([p]) - cpu0[k], 1) for k, p in pids.items()}
         server_cpu = sum(per_process_cpu.values())
         pg_cpu = cpu_seconds(postgres_pids(backend)) - pg0  # backends that ended are not counted
@@ -288,6 +304,7 @@ def app_rep(args, backend, devices, work, rep, profile=False) -> dict:
             "stored_results": new_results, "pulled_rows": tally.pulled_rows,
             "mb_received": round(tally.bytes_in / 1e6, 2), "memory": mem.report(),
             "mut_per_s": applied / seconds, "req_per_s": sum(tally.requests.values()) / seconds,
+            "streams": streams,
             "ok": not tally.errors and applied == expected and new_results == expected}
 
 
@@ -388,8 +405,10 @@ def render(args, app_runs, peer_runs, setup_info) -> str:
     out = [f"## Peak: {args.devices} devices x {args.mutations} mutations at once, push then pull "
            f"(median of {len(app_runs)}, min–max; "
            f"peer: {len(peer_runs)} run{'s' if len(peer_runs) != 1 else ''})", "",
-           f"gunicorn gthread {args.workers} workers x {args.threads} threads"
+           f"the Procfile's gunicorn, {args.workers} workers x {args.threads} request threads "
+           f"(GUNICORN_THREADS) and the event streams' (SYNC_EVENTS_STREAMS)"
            f"{' ' + args.gunicorn_args if args.gunicorn_args else ''}, PostgreSQL; "
+           f"{f'{args.streams} live-update streams held open through the run (pages open); ' if args.streams else ''}"
            f"{setup_info}", "",
            "| who | push p50 ms | push p95 ms | push p99 ms | pull p50 ms | pull p95 ms | pull p99 ms "
            "| mut/s | req/s | wall s | errors | server CPU s (app; PostgreSQL) | generator CPU s | server memory peak MB (RSS; PSS) |",
@@ -413,7 +432,11 @@ def render(args, app_runs, peer_runs, setup_info) -> str:
         out.append(f"- app rep {r['rep']}: {r['requests']} requests, statuses {r['statuses']}, "
                    f"{r['stored_results']} results stored of {r['expected']}, {r['pulled_rows']:,} rows pulled, "
                    f"{r['mb_received']} MB received; errors {r['errors'] or 'none'}; CPU s by process "
-                   f"{r['cpu_by_process']}; memory RSS/PSS MB: {per}")
+                   f"{r['cpu_by_process']}; memory RSS/PSS MB: {per}"
+                   + (f"; streams: {r['streams']['answered_before_start']}/{args.streams} answered before "
+                      f"the start (first answer p50/p95 {r['streams']['first_answer']['p50_ms']}/"
+                      f"{r['streams']['first_answer']['p95_ms']} ms), events {r['streams']['events']}"
+                      if r.get("streams") else ""))
     for r in peer_runs:
         out.append(f"- peer rep {r['rep']}: {r['http_requests']} requests, {r['docs_written']} docs written, "
                    f"{r['docs_read']:,} docs pulled; errors {r['errors']} {r.get('error_kinds') or ''}")
@@ -472,7 +495,8 @@ def main():
                 f"{r['push']['p99_ms']} ms; pull {r['pull']['p50_ms']}/{r['pull']['p95_ms']}/{r['pull']['p99_ms']} ms; "
                 f"errors {r['errors'] or 0}; generator CPU {r['generator_cpu_s']:.1f} s; "
                 f"server CPU {r['cpu_by_process']} s, PostgreSQL {r['postgres_cpu_s']:.1f} s; "
-                f"RSS {r['memory']['total_rss_mb']} MB")
+                f"RSS {r['memory']['total_rss_mb']} MB"
+                + (f"; streams {r['streams']}" if r['streams'] else ""))
             save_partial(work, args, app_runs, peer_runs)
             if not args.no_peer and rep <= args.peer_reps:
                 p = peer_rep(args, work / "peer-plan.json", work, rep)

@@ -1,5 +1,5 @@
-"""A reverse proxy in front of the live server that can hold back the sync endpoints and tells
-which worker version sent each push.
+"""A reverse proxy in front of the live server that can hold back the sync endpoints (refuse
+them, or leave them unanswered) and tells which worker version sent each push.
 
 Playwright routes a service worker's requests only once it has attached to that worker, and a
 worker that has just been installed can start sending before then (or, now and then, with its
@@ -24,8 +24,10 @@ class Gate:
     def __init__(self, live_server):
         self.upstream = live_server
         self.held: set[str] = set()
+        self.stalled: set[str] = set()
         self.pushed_by: list[str | None] = []
         self._lock = threading.Lock()
+        self._released = threading.Condition(self._lock)
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
         self._server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
@@ -40,13 +42,25 @@ class Gate:
         with self._lock:
             self.held.update(paths)
 
-    def release(self) -> None:
+    def stall(self, *paths: str) -> None:
+        """Leave requests to these paths unanswered, as a link lost mid-request does; once
+        released they reach the server after all, and the browser is long gone."""
         with self._lock:
+            self.stalled.update(paths)
+
+    def release(self) -> None:
+        with self._released:
             self.held.clear()
+            self.stalled.clear()
+            self._released.notify_all()
 
     def is_held(self, path: str) -> bool:
         with self._lock:
             return path in self.held
+
+    def wait_while_stalled(self, path: str) -> None:
+        with self._released:
+            self._released.wait_for(lambda: path not in self.stalled, timeout=300)
 
     def saw_push(self, body: bytes) -> None:
         try:
@@ -75,6 +89,7 @@ def _handler_for(gate: Gate):
             path = self.path.split("?", 1)[0]
             if self.command == "POST" and path == "/sync/v1/push":
                 gate.saw_push(body or b"")
+            gate.wait_while_stalled(path)
             if gate.is_held(path):
                 answer = json.dumps({"error": "unavailable",
                                      "message": "The server is being updated."}).encode()

@@ -342,6 +342,35 @@ def test_a_new_version_deployed_with_writes_queued_sends_them_once(new_context, 
     assert served_worker_version(gate) == old_version
 
 
+# -- h. the link drops mid-push and the answer never comes -------------------------------------
+
+def test_a_push_left_unanswered_is_given_up_sent_again_and_applied_once(new_context, gate):
+    with gate.restarted_with(SYNC_BROWSER_REQUEST_TIMEOUT_SECONDS="3"):
+        context, page = device(new_context, gate, gate.user("clinician", HILLTOP))
+        store = device_store(page)
+        client_id, patient_id = store["client_id"], store["patients"][0]
+        open_from_device(page, f"{gate.url}/patients/{patient_id}")
+
+        gate.stall("/sync/v1/push")
+        sent_before = len(gate.pushed_by)
+        text = f"{unique_family('Stall')} written as the link dropped"
+        write_note(page, text)
+        # The first push is never answered; the device gives it up and tries again.
+        deadline = time.monotonic() + 30
+        while len(gate.pushed_by) - sent_before < 2:
+            assert time.monotonic() < deadline, "the device waited on the unanswered push for good"
+            page.wait_for_timeout(200)
+        assert device_store(page)["outbox"] == 1
+
+        # The link is back: the stalled pushes reach the server late, the next one is answered.
+        gate.release()
+        expect_synced(page)
+        assert device_store(page)["outbox"] == 0
+        with server_db(gate) as db:
+            assert note_counts(db, [text]) == {text: 1}
+            assert_applied_once_in_order(db, client_id, 1)
+
+
 # -- r. the first sync, cut short by closing the browser, resumes where it stopped -------------
 
 PULL_PAGE = 10

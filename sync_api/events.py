@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import logging
 import queue
+import random
 import threading
 import time
 
 from flask import Flask, Response, current_app
 from sqlalchemy import select
 
+from app import open_streams
 from app.database import read_only_intent
 from app.models import ChangeLog
 from app.services.pokes import CHANNEL
@@ -50,6 +52,7 @@ class PokeHub:
     def __init__(self, app: Flask):
         self._app = app
         self._subscribers: dict[str, set[queue.Queue]] = {}
+        self._streams = 0
         self._lock = threading.Lock()
         self._listener: _Listener | None = None
         self._idle_since = time.monotonic()
@@ -60,9 +63,15 @@ class PokeHub:
         with self._lock:
             return self._listener is not None
 
-    def subscribe(self, clinic_id: str) -> queue.Queue:
+    def subscribe(self, clinic_id: str) -> queue.Queue | None:
+        """An inbox for the clinic's pokes; None while this process holds as many streams as
+        it may (SYNC_EVENTS_STREAMS), so that open pages never take every request thread."""
         inbox: queue.Queue = queue.Queue(maxsize=1)  # a full inbox already says "pull now"
         with self._lock:
+            if self._streams >= self._app.config["SYNC_EVENTS_STREAMS"]:
+                return None
+            self._streams += 1
+            open_streams.opened()
             self._subscribers.setdefault(clinic_id, set()).add(inbox)
             listener = self._listener or self._start()
         # The caller then says "ready", which promises that later changes arrive as pokes.
@@ -72,6 +81,9 @@ class PokeHub:
     def unsubscribe(self, clinic_id: str, inbox: queue.Queue) -> None:
         with self._lock:
             inboxes = self._subscribers.get(clinic_id, set())
+            if inbox in inboxes:
+                self._streams -= 1
+                open_streams.closed()
             inboxes.discard(inbox)
             if not inboxes:
                 self._subscribers.pop(clinic_id, None)
@@ -180,6 +192,16 @@ def _latest_seq(engine) -> int:
     return last or 0
 
 
+def _busy(retry_seconds: float) -> str:
+    """A stream refused for now: it ends at once and the browser comes back later. A 503
+    would end an EventSource for good; an answered stream that ends is reopened after
+    `retry`. The delay is spread so that refused pages do not all return together; until
+    then the device learns of its clinic's writes from its regular sync."""
+    log.info("event stream refused: this process holds its SYNC_EVENTS_STREAMS")
+    wait_ms = round(retry_seconds * 1000 * random.uniform(0.5, 1.5))
+    return f"retry: {wait_ms}\n\nevent: busy\ndata: {{}}\n\n"
+
+
 def init_app(app: Flask) -> None:
     app.extensions["pokes"] = PokeHub(app)
 
@@ -194,6 +216,9 @@ def stream(clinic_id: str) -> Response:
         # made while the device was not listening is fetched by that pull, and any change
         # after it arrives as a poke.
         inbox = hub.subscribe(clinic_id)
+        if inbox is None:
+            yield _busy(config["SYNC_EVENTS_BUSY_RETRY_SECONDS"])
+            return
         try:
             yield f"retry: {RECONNECT_MS}\n\nevent: ready\ndata: {{}}\n\n"
             deadline = time.monotonic() + lifetime

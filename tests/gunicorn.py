@@ -31,6 +31,17 @@ def spawn(env: dict, port: int, stdout, stderr, *options: str) -> subprocess.Pop
         start_new_session=True)
 
 
+def spawn_procfile(env: dict, port: int, stdout, stderr) -> subprocess.Popen:
+    """The Procfile's web line as production runs it, but listening on 127.0.0.1:port only."""
+    web = next(line for line in (ROOT / "Procfile").read_text().splitlines() if line.startswith("web:"))
+    command = web[4:].strip().replace("0.0.0.0", "127.0.0.1")
+    return subprocess.Popen(["bash", "-c", f"exec {command} --no-control-socket"], cwd=ROOT,
+                            env={**env, "PORT": str(port),
+                                 "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"},
+                            stdout=stdout, stderr=stderr,
+                            stdin=subprocess.DEVNULL, start_new_session=True)
+
+
 def wait_until_serving(proc: subprocess.Popen, port: int, timeout: float = 30) -> str | None:
     """None once the sign-in page answers; otherwise what went wrong last."""
     deadline = time.monotonic() + timeout

@@ -143,6 +143,7 @@ def session_get():
         schemas=schemas_for_browser(),
         shell_version=shell_version(),
         pull_page=current_app.config["SYNC_BROWSER_PULL_PAGE"],
+        request_timeout_ms=round(current_app.config["SYNC_BROWSER_REQUEST_TIMEOUT_SECONDS"] * 1000),
         page_headers=page_headers(current_app.config["APP_ENV"] == "production"),
         server_time=to_json_value(utcnow()),
         # Every session starts with a full sign-in (password and code, or a passkey): the

@@ -17,6 +17,9 @@ const PAGES_IN_HAND = 3;
 const TELEMETRY_FRESH_MS = 10_000;
 const BACKOFF_FIRST_MS = 1000;
 const BACKOFF_MAX_MS = 60_000;
+/** A request not answered by then is given up and sent again later. A link that drops
+ * mid-request can leave it unanswered for many minutes, holding every later sync behind it. */
+const REQUEST_TIMEOUT_MS = 60_000;
 
 export class SignInNeeded extends Error {}
 /** A pull cut short for a write queued meanwhile: its cycle starts over, push first. */
@@ -357,7 +360,17 @@ export class Syncer {
   }
 
   async post(session, path, body, retried = false) {
-    const signal = path === "/sync/v1/pull" && this.pulling ? this.pulling.signal : undefined;
+    const preempt = path === "/sync/v1/pull" && this.pulling ? this.pulling.signal : undefined;
+    const timeoutMs = session.request_timeout_ms || REQUEST_TIMEOUT_MS;
+    const deadline = AbortSignal.timeout(timeoutMs);
+    const gaveUp = () => {
+      if (preempt && preempt.aborted) return new Preempted();
+      if (deadline.aborted) {
+        return new Unreachable(`The server did not answer within ${Math.round(timeoutMs / 1000)} s. ` +
+          "Changes are kept on this device and sent again shortly.");
+      }
+      return null;
+    };
     let response;
     try {
       response = await fetch(path, {
@@ -367,17 +380,21 @@ export class Syncer {
           "X-CSRFToken": session.shell.csrf_token, "X-Client-Id": body.client_id,
         },
         body: JSON.stringify(body),
-        signal,
+        signal: preempt ? AbortSignal.any([preempt, deadline]) : deadline,
       });
     } catch (error) {
-      if (signal && signal.aborted) throw new Preempted();
-      throw new Unreachable("No connection to the server. Changes are kept on this device and sent when it is back.");
+      throw gaveUp() || new Unreachable("No connection to the server. Changes are kept on this device and sent when it is back.");
     }
     let json = {};
+    let unread = false;
     try {
       json = await response.json();
-    } catch { /* a proxy's error page: judged by its status below */ }
-    if (signal && signal.aborted) throw new Preempted();
+    } catch {
+      unread = true; // a proxy's error page, judged by its status below, or a cut-off answer
+    }
+    if (preempt && preempt.aborted) throw new Preempted();
+    // An answer cut off while it was read is no answer, whatever its status said.
+    if (unread && deadline.aborted) throw gaveUp();
     const reply = { status: response.status, body: json, requestId: response.headers.get("X-Request-ID"), headers: response.headers };
     if (reply.status === 403 && json.error === "csrf_failed" && !retried) {
       const fresh = await this.deps.refreshSession();

@@ -280,6 +280,23 @@ def test_a_stream_that_ends_as_planned_has_the_browser_reconnect_at_once(listen)
         "the browser waits seconds for the next stream after a planned end"
 
 
+@pytest.mark.parametrize("app_overrides", [{**FAST_STREAMS, "SYNC_EVENTS_STREAMS": 1,
+                                            "SYNC_EVENTS_BUSY_RETRY_SECONDS": 20.0}])
+def test_a_page_beyond_the_streams_a_process_serves_is_asked_to_come_back_later(
+        app, hub, listen, token_for):
+    first = listen()
+    turned_away = Stream(_test_client_chunks(app.test_client(), token_for("clinician")))
+
+    assert turned_away.next_event(ARRIVES) == "busy"
+    assert turned_away.next_event(ARRIVES) is None and turned_away.ended
+    # Not in a tight loop, and not all together: the browser waits 10-30 s before it tries again.
+    assert 10_000 <= turned_away.retries[0] <= 30_000
+    turned_away.close()
+
+    first.close()
+    listen("clinician")  # the first page's place is free again: this one is served
+
+
 @pytest.mark.parametrize("app_overrides", [{**FAST_STREAMS, "SYNC_EVENTS_POLL_SECONDS": 60.0}])
 def test_a_push_pokes_the_devices_listening_on_the_same_server_without_waiting_for_a_poll(
         hub, listen, push, world):
@@ -376,11 +393,11 @@ def _http_chunks(port: int, token: str):
         conn.close()
 
 
-def _http_push(port: int, token: str, body: dict) -> dict:
+def _http_push(port: int, token: str, body: dict, timeout: float = 30) -> dict:
     request = urllib.request.Request(
         f"http://127.0.0.1:{port}/sync/v1/push", data=json.dumps(body).encode(), method="POST",
         headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=30) as response:
+    with urllib.request.urlopen(request, timeout=timeout) as response:
         return json.load(response)
 
 
@@ -388,9 +405,7 @@ def _http_push(port: int, token: str, body: dict) -> dict:
 def test_a_push_to_one_server_pokes_a_device_listening_on_another(pg_template, tmp_path):
     with pg_databases("events", pg_template) as (main, audit):
         clinic_a, secrets = _seed(_database_url(main), _database_url(audit))
-        env = {**os.environ, "APP_ENV": "development", "SECRET_KEY": "s" * 64,
-               "DATABASE_URL": _database_url(main), "AUDIT_DATABASE_URL": _database_url(audit),
-               "SYNC_EVENTS_KEEPALIVE_SECONDS": "0.2", "SYNC_EVENTS_MAX_SECONDS": "60"}
+        env = _pg_env(main, audit, SYNC_EVENTS_KEEPALIVE_SECONDS="0.2", SYNC_EVENTS_MAX_SECONDS="60")
         logs = tmp_path / "one.log", tmp_path / "two.log"
         with _gunicorn(env, logs[0]) as one_port, _gunicorn(env, logs[1]) as two_port:
             colleague = Stream(_http_chunks(two_port, secrets["nurse.a"]))
@@ -407,3 +422,44 @@ def test_a_push_to_one_server_pokes_a_device_listening_on_another(pg_template, t
             finally:
                 colleague.close()
                 elsewhere.close()
+
+
+def _pg_env(main: str, audit: str, **settings: str) -> dict:
+    return {**os.environ, "APP_ENV": "development", "SECRET_KEY": "s" * 64,
+            "DATABASE_URL": _database_url(main), "AUDIT_DATABASE_URL": _database_url(audit),
+            **settings}
+
+
+@pytest.mark.postgres
+def test_open_pages_never_take_the_threads_a_push_needs(pg_template, tmp_path):
+    """The Procfile's server with one thread for requests and two for event streams: three
+    open pages, then a push. Each page holds a stream and a stream holds a thread for its
+    minute; a worker serves only SYNC_EVENTS_STREAMS of them and takes a connection more for
+    each, so a push still finds its thread."""
+    with pg_databases("streams", pg_template) as (main, audit):
+        clinic_a, secrets = _seed(_database_url(main), _database_url(audit))
+        env = _pg_env(main, audit, WEB_CONCURRENCY="1", GUNICORN_THREADS="1",
+                      SYNC_EVENTS_STREAMS="2", SYNC_EVENTS_KEEPALIVE_SECONDS="0.2",
+                      SYNC_EVENTS_MAX_SECONDS="60", SYNC_EVENTS_BUSY_RETRY_SECONDS="30")
+        port = gunicorn.free_port()
+        with open(tmp_path / "server.log", "w") as log_file:
+            proc = gunicorn.spawn_procfile(env, port, log_file, subprocess.STDOUT)
+            pages = []
+            try:
+                assert gunicorn.wait_until_serving(proc, port) is None, \
+                    (tmp_path / "server.log").read_text()[-4000:]
+                for name in ("nurse.a", "registration_clerk.a", "nurse.a"):
+                    pages.append(Stream(_http_chunks(port, secrets[name])))
+                first_events = [page.next_event(ARRIVES) for page in pages]
+                assert sorted(map(str, first_events)) == ["busy", "ready", "ready"]
+
+                answer = _http_push(port, secrets["registration_clerk.a"],
+                                    _push_body(_registration(clinic_a, 1)), timeout=ARRIVES)
+
+                assert [res["status"] for res in answer["results"]] == ["applied"]
+                listening = [page for page, first in zip(pages, first_events) if first == "ready"]
+                assert all(page.wait_for("poke", ARRIVES) for page in listening)
+            finally:
+                for page in pages:
+                    page.close()
+                gunicorn.stop(proc)
