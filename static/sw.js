@@ -249,6 +249,8 @@ async function forgetUser() {
 
 /** @type {Promise<any>|null} */
 let refreshing = null;
+/** How long the worker waits for the server to say who is signed in, before it has been told. */
+const SESSION_ANSWER_MS = 60_000;
 
 /** Ask the server who is signed in; switches this device's store when the person changed.
  * One question at a time: two pages saying hello at once must not make two device ids. */
@@ -260,9 +262,11 @@ function refreshSession() {
 }
 
 async function askWhoIsSignedIn() {
+  // A sync waiting for this answer holds the flush lock: a lost answer must not hold it long.
+  const within = AbortSignal.timeout(runtime.session?.request_timeout_ms || SESSION_ANSWER_MS);
   let response;
   try {
-    response = await fetch("/app/session.json", { credentials: "same-origin", cache: "no-store", headers: { Accept: "application/json" } });
+    response = await fetch("/app/session.json", { credentials: "same-origin", cache: "no-store", headers: { Accept: "application/json" }, signal: within });
   } catch {
     return null;
   }
@@ -271,7 +275,12 @@ async function askWhoIsSignedIn() {
     return null;
   }
   if (!response.ok || !(response.headers.get("Content-Type") || "").includes("json")) return null;
-  const session = await response.json();
+  let session;
+  try {
+    session = await response.json();
+  } catch {
+    return null; // the answer was cut off: nobody is known to be signed in yet
+  }
   if (!session.offline) {
     // The console's roles keep no patient data on devices; nor does anyone see the last
     // clinical user's pages after them.
