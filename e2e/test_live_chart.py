@@ -69,3 +69,34 @@ def test_open_chart_shows_readings_recorded_on_another_device(new_context, live_
     identifiers.get_by_role("button", name="Add").click()
     expect(clinician.locator("#identifiers")).to_contain_text("HT-2291")
     expect(clinician.locator('#vitals tr[data-code="8310-5"] td.value')).to_contain_text("38.4")
+
+
+# Each refresh of the chart a change in the clinic set off: the HTTP status it was answered with.
+WATCH_ANSWERS = """() => {
+  window.__answers = [];
+  document.addEventListener("htmx:afterRequest", (e) => {
+    if (e.detail.requestConfig?.triggeringEvent?.type === "clinic:changed") window.__answers.push(e.detail.xhr.status);
+  });
+  document.querySelector("#chart").dataset.drawn = "first";
+}"""
+
+
+def test_an_open_chart_is_drawn_again_only_when_its_patient_changed(new_context, live_server):
+    _, nurse = device(new_context, live_server, live_server.user("nurse", CLINIC))
+    _, clinician = device(new_context, live_server, live_server.user("clinician", CLINIC))
+    patient_id = register(nurse, live_server, "Imani", unique_family("Still"))
+    expect_synced(nurse)
+    open_from_device(clinician, f"{live_server.url}/patients/{patient_id}")
+    clinician.evaluate(WATCH_ANSWERS)
+
+    # Another patient registered at the clinic: the chart asks, and is told nothing changed.
+    register(nurse, live_server, "Baraka", unique_family("Else"))
+    clinician.wait_for_function("() => window.__answers.length > 0", timeout=LIVE_TIMEOUT_MS)
+    assert set(clinician.evaluate("() => window.__answers")) == {204}
+    assert clinician.evaluate("() => document.querySelector('#chart').dataset.drawn") == "first"
+
+    # A reading for this patient: the chart is drawn again, with it.
+    record_vitals(nurse, live_server, patient_id, heart_rate="91")
+    heart_rate = clinician.locator('#vitals tr[data-code="8867-4"] td.value')
+    expect(heart_rate).to_contain_text("91", timeout=LIVE_TIMEOUT_MS)
+    assert clinician.evaluate("() => document.querySelector('#chart').dataset.drawn") is None

@@ -1,6 +1,9 @@
 """Pieces several page contexts share."""
 from __future__ import annotations
 
+import hashlib
+import json
+
 from sqlalchemy import select
 
 from app.domain.mutations import MUTATION_TYPES
@@ -26,3 +29,11 @@ def patient_summary(record: dict) -> dict:
             "family_name": record["family_name"], "sex": record["sex"],
             "birth_date": record["birth_date"], "phone": record.get("phone"),
             "identifiers": record.get("identifiers", []), "version": record["version"]}
+
+
+def page_fingerprint(context: dict) -> str:
+    """A short digest of everything a page shows: the page sends it back when it refreshes
+    itself, and an unchanged page is answered "nothing new" (no patient data, no audited read).
+    The worker computes its own (static/sw/contexts.js fingerprintOf); they need not agree."""
+    shown = json.dumps(context, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(shown.encode()).hexdigest()[:16]

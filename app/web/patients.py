@@ -6,7 +6,7 @@ from flask_login import current_user
 from sqlalchemy import select
 
 from app.contexts.chart import chart_context, history_context
-from app.contexts.common import patient_summary
+from app.contexts.common import page_fingerprint, patient_summary
 from app.contexts.search import query_for_audit, search_context, search_patients
 from app.domain.duplicates import LIKELY_DUPLICATE_SCORE, likeness
 from app.domain.ids import new_id
@@ -96,8 +96,13 @@ def patients_new_post():
 def patient_get(patient_id: str):
     patient = visible_patient_or_404(patient_id, offer_break_glass=True)
     context = chart_context(patient, current_user.roles, current_user.clinic_id)
+    fingerprint = page_fingerprint(context)
+    if request.args.get("since") == fingerprint:
+        # An open chart asking again after a change elsewhere in the clinic: nothing new is shown.
+        return "", 204
     auditing.record("patient.read", patient_id=patient.id)
-    return render("patients/chart.html", {**context, "mid": new_id()}, fragment="patients/_chart.html")
+    return render("patients/chart.html", {**context, "fingerprint": fingerprint, "mid": new_id()},
+                  fragment="patients/_chart.html")
 
 
 @bp.get("/patients/<patient_id>/history")

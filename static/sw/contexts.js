@@ -26,6 +26,13 @@ function compare(a, b) {
   return a < b ? -1 : 1;
 }
 
+/** A short digest of what a page shows: the page sends it back when it refreshes itself, and
+ * an unchanged page is answered "nothing new" (no render, and no read for the audit log). */
+export async function fingerprintOf(text) {
+  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(text)));
+  return Array.from(digest.slice(0, 8), (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
 /** app/contexts/common.py::patient_summary */
 export function patientSummary(record) {
   return {
@@ -49,10 +56,8 @@ export async function worklistContext(session, records, station) {
     .map((v) => [v, records.get(`patient:${v.patient_id}`)])
     .filter(([, p]) => p);
   const basis = rows.map(([v, p]) => `${v.id}:${v.version}:${p.version}:${v.pending ? 1 : 0}${p.pending ? 1 : 0}`).join("|");
-  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(basis)));
-  const fingerprint = Array.from(digest.slice(0, 8), (b) => b.toString(16).padStart(2, "0")).join("");
   return {
-    fingerprint,
+    fingerprint: await fingerprintOf(basis),
     station, station_label: session.stations.labels[station],
     stations: session.stations.active.map((s) => ({ key: s, label: session.stations.labels[s] })),
     visits: rows.map(([v, p]) => ({ ...v, patient: patientSummary(p), moves: moves(session, v.station) })),

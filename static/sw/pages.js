@@ -4,7 +4,7 @@
 // template; each POST queues mutations and redirects, as the server's handler would. Anything
 // not here, or about a patient not on this device, goes to the network.
 
-import { chartContext, patientSummary, searchContext, visitContext, worklistContext, openVisitId } from "./contexts.js";
+import { chartContext, fingerprintOf, patientSummary, searchContext, visitContext, worklistContext, openVisitId } from "./contexts.js";
 import { build, errorsFrom, formMid, integer, likelyDuplicates, localPath, pick, text, vitalsMutations } from "./forms.js";
 import { newId } from "./ids.js";
 
@@ -126,8 +126,12 @@ async function register(ctx) {
 async function chart(ctx) {
   const context = chartContext(ctx.session, await ctx.records(ctx.params[0]), ctx.params[0]);
   if (!context) return ctx.notLocal();
+  // An open chart fetches itself at every change in the clinic: unchanged, it is not drawn
+  // again, and nobody read anything new.
+  const fingerprint = await fingerprintOf(JSON.stringify(context));
+  if (ctx.url.searchParams.get("since") === fingerprint) return new Response(null, { status: 204 });
   await ctx.read("patient.read", [ctx.params[0]]);
-  return ctx.render("patients/chart.html", { ...context, mid: newId() }, { fragment: "patients/_chart.html" });
+  return ctx.render("patients/chart.html", { ...context, fingerprint, mid: newId() }, { fragment: "patients/_chart.html" });
 }
 
 const DEMOGRAPHIC_FIELDS = ["given_name", "family_name", "sex", "birth_date", "phone", "address"];

@@ -8,7 +8,7 @@ from sqlalchemy import func, select
 
 from app.domain import roles as r
 from app.extensions import db
-from app.models import Conflict, Observation, Patient, Visit
+from app.models import AuditEvent, Conflict, Observation, Patient, Visit
 
 pytestmark = pytest.mark.postgres
 
@@ -102,6 +102,32 @@ def test_worklist_answers_204_while_unchanged_then_the_new_list(world, register,
     assert visit.status == "applied"
     poll = client.get(f"/worklist/triage?since={fingerprint}", headers={"HX-Request": "true"})
     assert poll.status_code == 200 and "Omar, Halima" in poll.text
+
+
+def test_an_open_chart_refreshed_after_a_change_elsewhere_reads_nothing_new(world, register, write,
+                                                                          client_for):
+    clerk, nurse = world.actor(r.REGISTRATION_CLERK), world.user(r.NURSE)
+    pid = register(clerk, given_name="Zawadi", family_name="Mwangi")
+    client = client_for(nurse)
+    page = client.get(f"/patients/{pid}").text
+    refresh = re.search(rf'hx-get="/patients/{pid}\?since=([0-9a-f]+)"', page).group(1)
+
+    def reads() -> int:
+        return db.session.scalar(select(func.count()).select_from(AuditEvent).where(
+            AuditEvent.action == "patient.read", AuditEvent.patient_id == pid))
+
+    before = reads()
+    register(clerk, given_name="Other", family_name="Patient")  # a change elsewhere in the clinic
+    again = client.get(f"/patients/{pid}?since={refresh}", headers={"HX-Request": "true"})
+    assert again.status_code == 204 and again.data == b""
+    assert reads() == before
+
+    visit = write(clerk, "visit.start", "visit", {"patient_id": pid, "clinic_id": clerk.clinic_id,
+                                                  "station": "triage"})
+    assert visit.status == "applied"
+    again = client.get(f"/patients/{pid}?since={refresh}", headers={"HX-Request": "true"})
+    assert again.status_code == 200 and "At <strong>Triage</strong>" in again.text
+    assert reads() == before + 1
 
 
 def test_sending_a_visit_on_from_the_worklist(world, register, write, client_for):
