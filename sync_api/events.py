@@ -198,7 +198,7 @@ def _busy(retry_seconds: float) -> str:
     `retry`. The delay is spread so that refused pages do not all return together; until
     then the device learns of its clinic's writes from its regular sync."""
     log.info("event stream refused: this process holds its SYNC_EVENTS_STREAMS")
-    wait_ms = round(retry_seconds * 1000 * random.uniform(0.5, 1.5))
+    wait_ms = round(retry_seconds * 1000 * random.uniform(0.5, 1.5))  # nosec B311: jitter, not a secret
     return f"retry: {wait_ms}\n\nevent: busy\ndata: {{}}\n\n"
 
 
