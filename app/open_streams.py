@@ -1,7 +1,8 @@
 """How many event streams this process holds open now, over every app in it.
 
-Kept apart from the streams themselves so that the gunicorn worker (app/gunicorn_worker.py)
-can read it without importing the app.
+Kept apart from the streams themselves (sync_api/events.py) so that the gunicorn worker class
+(app/gunicorn_worker.py), loaded by the master process too, reads it without importing the
+sync API and the models.
 """
 from __future__ import annotations
 
