@@ -35,6 +35,8 @@ class Gate:
         self._thread.start()
 
     def __getattr__(self, name):
+        if name == "upstream":  # not set yet: never look for it on itself
+            raise AttributeError(name)
         return getattr(self.upstream, name)
 
     def hold(self, *paths: str) -> None:

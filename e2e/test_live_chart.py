@@ -10,10 +10,12 @@ Runs in Hilltop (the second demo clinic).
 from __future__ import annotations
 
 import re
+import time
 
 from playwright.sync_api import expect
 
-from e2e.offline import device, expect_synced, open_from_device, register, unique_family
+from e2e.offline import (device, device_store, expect_synced, open_from_device, register,
+                         unique_family)
 
 CLINIC = 1  # Hilltop
 LIVE_TIMEOUT_MS = 15_000  # a poke, a pull and a render; seconds at most even on a busy machine
@@ -90,8 +92,13 @@ def test_an_open_chart_is_drawn_again_only_when_its_patient_changed(new_context,
     clinician.evaluate(WATCH_ANSWERS)
 
     # Another patient registered at the clinic: the chart asks, and is told nothing changed.
-    register(nurse, live_server, "Baraka", unique_family("Else"))
+    other_id = register(nurse, live_server, "Baraka", unique_family("Else"))
+    deadline = time.monotonic() + LIVE_TIMEOUT_MS / 1000
+    while other_id not in (device_store(clinician) or {}).get("patients", []):
+        assert time.monotonic() < deadline, "the other patient never reached the clinician's tablet"
+        clinician.wait_for_timeout(200)
     clinician.wait_for_function("() => window.__answers.length > 0", timeout=LIVE_TIMEOUT_MS)
+    clinician.wait_for_timeout(1000)  # any refresh still on its way
     assert set(clinician.evaluate("() => window.__answers")) == {204}
     assert clinician.evaluate("() => document.querySelector('#chart').dataset.drawn") == "first"
 

@@ -345,7 +345,7 @@ def test_a_new_version_deployed_with_writes_queued_sends_them_once(new_context, 
 # -- h. the link drops mid-push and the answer never comes -------------------------------------
 
 def test_a_push_left_unanswered_is_given_up_sent_again_and_applied_once(new_context, gate):
-    with gate.restarted_with(SYNC_BROWSER_REQUEST_TIMEOUT_SECONDS="3"):
+    with gate.restarted_with(SYNC_BROWSER_REQUEST_TIMEOUT_SECONDS="5"):
         context, page = device(new_context, gate, gate.user("clinician", HILLTOP))
         store = device_store(page)
         client_id, patient_id = store["client_id"], store["patients"][0]

@@ -26,6 +26,7 @@ import { validate, errorsOf } from "/static/sw/validate.js";
 import { dropPatientIndex, patientRecords } from "/static/sw/patient_index.js";
 import { dropPatientRows, rowsOfPatient } from "/static/sw/patient_rows.js";
 import { Timing } from "/static/sw/timing.js";
+import { withDeadline } from "/static/sw/deadline.js";
 
 const VERSION = "__SHELL_VERSION__";
 /** @type {string[]} */
@@ -263,23 +264,27 @@ function refreshSession() {
 
 async function askWhoIsSignedIn() {
   // A sync waiting for this answer holds the flush lock: a lost answer must not hold it long.
-  const within = AbortSignal.timeout(runtime.session?.request_timeout_ms || SESSION_ANSWER_MS);
+  const deadline = withDeadline(runtime.session?.request_timeout_ms || SESSION_ANSWER_MS);
   let response;
-  try {
-    response = await fetch("/app/session.json", { credentials: "same-origin", cache: "no-store", headers: { Accept: "application/json" }, signal: within });
-  } catch {
-    return null;
-  }
-  if (response.status === 401) {
-    await forgetUser();
-    return null;
-  }
-  if (!response.ok || !(response.headers.get("Content-Type") || "").includes("json")) return null;
   let session;
   try {
-    session = await response.json();
-  } catch {
-    return null; // the answer was cut off: nobody is known to be signed in yet
+    try {
+      response = await fetch("/app/session.json", { credentials: "same-origin", cache: "no-store", headers: { Accept: "application/json" }, signal: deadline.signal });
+    } catch {
+      return null;
+    }
+    if (response.status === 401) {
+      await forgetUser();
+      return null;
+    }
+    if (!response.ok || !(response.headers.get("Content-Type") || "").includes("json")) return null;
+    try {
+      session = await response.json();
+    } catch {
+      return null; // the answer was cut off: nobody is known to be signed in yet
+    }
+  } finally {
+    deadline.clear();
   }
   if (!session.offline) {
     // The console's roles keep no patient data on devices; nor does anyone see the last
@@ -914,14 +919,13 @@ const SERVER_MESSAGES_MS = 1500;
 
 /** The server's answer if it comes within `timeoutMs`; null when it does not, or fails. */
 async function fetchWithin(input, timeoutMs, init = {}) {
-  const abort = new AbortController();
-  const timer = setTimeout(() => abort.abort(), timeoutMs);
+  const deadline = withDeadline(timeoutMs);
   try {
-    return await fetch(input, { credentials: "same-origin", ...init, signal: abort.signal });
+    return await fetch(input, { credentials: "same-origin", ...init, signal: deadline.signal });
   } catch {
     return null;
   } finally {
-    clearTimeout(timer);
+    deadline.clear();
   }
 }
 

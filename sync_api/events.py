@@ -36,6 +36,7 @@ RETRY_SECONDS = 2.0
 # starts with the slower pace, which then holds when a stream breaks (the server restarting).
 RECONNECT_MS = 2000
 PLANNED_RECONNECT_MS = 300
+BUSY_RETRY_LEAST_SECONDS = 2.0
 # Without these a silently dropped connection (a NAT or a failover) would stop pokes for hours.
 PG_KEEPALIVES = {"keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10,
                  "keepalives_count": 3, "connect_timeout": 10}
@@ -70,10 +71,10 @@ class PokeHub:
         with self._lock:
             if self._streams >= self._app.config["SYNC_EVENTS_STREAMS"]:
                 return None
+            listener = self._listener or self._start()
+            self._subscribers.setdefault(clinic_id, set()).add(inbox)
             self._streams += 1
             open_streams.opened()
-            self._subscribers.setdefault(clinic_id, set()).add(inbox)
-            listener = self._listener or self._start()
         # The caller then says "ready", which promises that later changes arrive as pokes.
         listener.ready.wait(READY_WAIT_SECONDS)
         return inbox
@@ -198,7 +199,9 @@ def _busy(retry_seconds: float) -> str:
     `retry`. The delay is spread so that refused pages do not all return together; until
     then the device learns of its clinic's writes from its regular sync."""
     log.info("event stream refused: this process holds its SYNC_EVENTS_STREAMS")
-    wait_ms = round(retry_seconds * 1000 * random.uniform(0.5, 1.5))  # nosec B311: jitter, not a secret
+    # Never a tight loop, whatever the setting says.
+    wait_ms = round(max(BUSY_RETRY_LEAST_SECONDS, retry_seconds) * 1000
+                    * random.uniform(0.5, 1.5))  # nosec B311: jitter, not a secret
     return f"retry: {wait_ms}\n\nevent: busy\ndata: {{}}\n\n"
 
 

@@ -1,8 +1,9 @@
 """Patient search, registration (with a duplicate check first), chart and demographics."""
 from __future__ import annotations
 
-from flask import Blueprint, flash, redirect, request
+from flask import Blueprint, flash, g, redirect, request, session
 from flask_login import current_user
+from flask_wtf.csrf import generate_csrf
 from sqlalchemy import select
 
 from app.contexts.chart import chart_context, history_context
@@ -96,9 +97,13 @@ def patients_new_post():
 def patient_get(patient_id: str):
     patient = visible_patient_or_404(patient_id, offer_break_glass=True)
     context = chart_context(patient, current_user.roles, current_user.clinic_id)
-    fingerprint = page_fingerprint(context)
-    if request.args.get("since") == fingerprint:
-        # An open chart asking again after a change elsewhere in the clinic: nothing new is shown.
+    # Who looks, where, in which session (the forms' CSRF token), is part of what is shown.
+    generate_csrf()  # the session's token, made now if this is its first page, not at render
+    fingerprint = page_fingerprint({**context, "viewer": [current_user.user.id, current_user.clinic_id,
+                                                          session.get("csrf_token")]})
+    if request.args.get("since") == fingerprint and not g.get("break_glass_banner"):
+        # An open chart asking again after a change elsewhere in the clinic: nothing new is
+        # shown. Under break-glass every view is recorded, as the banner says.
         return "", 204
     auditing.record("patient.read", patient_id=patient.id)
     return render("patients/chart.html", {**context, "fingerprint": fingerprint, "mid": new_id()},

@@ -128,7 +128,9 @@ async function chart(ctx) {
   if (!context) return ctx.notLocal();
   // An open chart fetches itself at every change in the clinic: unchanged, it is not drawn
   // again, and nobody read anything new.
-  const fingerprint = await fingerprintOf(JSON.stringify(context));
+  // Who looks, where, in which session (the forms' CSRF token), is part of what is shown.
+  const viewer = [ctx.session.user_id, ctx.session.clinic_id, ctx.session.shell?.csrf_token];
+  const fingerprint = await fingerprintOf(JSON.stringify([viewer, context]));
   if (ctx.url.searchParams.get("since") === fingerprint) return new Response(null, { status: 204 });
   await ctx.read("patient.read", [ctx.params[0]]);
   return ctx.render("patients/chart.html", { ...context, fingerprint, mid: newId() }, { fragment: "patients/_chart.html" });

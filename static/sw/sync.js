@@ -7,11 +7,14 @@
 import { getMeta, getSecretMeta, setMeta, setSecretMeta } from "../idb/meta.js";
 import { applyChanges, prepareChanges } from "../idb/rows.js";
 import { seal, sealedBatch, settle, renumberFrom, stats } from "../idb/outbox.js";
+import { withDeadline } from "./deadline.js";
 
 const PROTOCOL = 1;
 const LOCK = "clinic-record-flush";
 const PUSH_BATCH = 100;
 const PULL_LIMIT = 500;
+/** The smallest pull page a slow link is asked to take. */
+const PULL_LIMIT_LEAST = 50;
 /** Pull answers a device holds at most, arrived and not yet stored (the one being stored included). */
 const PAGES_IN_HAND = 3;
 const TELEMETRY_FRESH_MS = 10_000;
@@ -31,6 +34,8 @@ export class Unreachable extends Error {
     this.retryAfterMs = retryAfterMs;
   }
 }
+/** No answer within the request's deadline: on a slow link, the next try asks for less. */
+class TimedOut extends Unreachable {}
 
 /**
  * @typedef {{
@@ -74,6 +79,8 @@ export class Syncer {
     this.timer = null;
     this.again = false;
     this.pushBatch = PUSH_BATCH;
+    /** @type {number|null} records per pull page while pages fail to arrive in time */
+    this.pullLimit = null;
     /** @type {AbortController|null} the pull under way, which a queued write may cut short */
     this.pulling = null;
     this.owesChanged = false;
@@ -135,6 +142,7 @@ export class Syncer {
       if (this.deps.afterSync && !this.again) await this.deps.afterSync(session);
       this.failures = 0;
       this.pushBatch = PUSH_BATCH;
+      this.pullLimit = null;
       this.status.offline = false;
       this.status.needs_sign_in = false;
       this.status.blocked = false;
@@ -224,9 +232,16 @@ export class Syncer {
       const batch = await sealedBatch(db, this.pushBatch);
       if (!batch.length) return;
       const clientId = await getMeta(db, "client_id");
-      const reply = await this.post(session, "/sync/v1/push", {
-        protocol: PROTOCOL, client_id: clientId, mutations: batch, telemetry: await this.telemetry(db),
-      });
+      let reply;
+      try {
+        reply = await this.post(session, "/sync/v1/push", {
+          protocol: PROTOCOL, client_id: clientId, mutations: batch, telemetry: await this.telemetry(db),
+        });
+      } catch (error) {
+        // Too much for this link within the deadline (signatures weigh): send half next time.
+        if (error instanceof TimedOut && batch.length > 1) this.pushBatch = Math.max(1, Math.floor(batch.length / 2));
+        throw error;
+      }
       if ((reply.status === 200 || reply.status === 409) && !Array.isArray(reply.body.results)) {
         // A 200 that is not the server's answer (a captive portal's page, a proxy's).
         throw new Unreachable("The network answered, but not the server. Changes are kept and sent again shortly.");
@@ -268,7 +283,7 @@ export class Syncer {
   async pull(session) {
     const db = await this.deps.db();
     const [clientId, cursor] = await Promise.all([getMeta(db, "client_id"), getMeta(db, "cursor", null)]);
-    const limit = session.pull_page || PULL_LIMIT;
+    const limit = this.pullLimit || session.pull_page || PULL_LIMIT;
     let telemetry = null;
     let telemetryAt = 0;
     let inHand = 0;
@@ -288,7 +303,13 @@ export class Syncer {
           telemetry = await this.telemetry(db);
           telemetryAt = Date.now();
         }
-        const reply = await this.post(session, "/sync/v1/pull", { protocol: PROTOCOL, client_id: clientId, cursor: from, limit, telemetry });
+        let reply;
+        try {
+          reply = await this.post(session, "/sync/v1/pull", { protocol: PROTOCOL, client_id: clientId, cursor: from, limit, telemetry });
+        } catch (error) {
+          if (error instanceof TimedOut) this.pullLimit = Math.max(PULL_LIMIT_LEAST, Math.floor(limit / 2));
+          throw error;
+        }
         inHand += 1;
         const ok = reply.status === 200 && Array.isArray(reply.body?.changes) && !over;
         // Encrypted as soon as it arrives, while the pages before it are still being written.
@@ -362,39 +383,43 @@ export class Syncer {
   async post(session, path, body, retried = false) {
     const preempt = path === "/sync/v1/pull" && this.pulling ? this.pulling.signal : undefined;
     const timeoutMs = session.request_timeout_ms || REQUEST_TIMEOUT_MS;
-    const deadline = AbortSignal.timeout(timeoutMs);
+    const deadline = withDeadline(timeoutMs, preempt);
     const gaveUp = () => {
       if (preempt && preempt.aborted) return new Preempted();
-      if (deadline.aborted) {
-        return new Unreachable(`The server did not answer within ${Math.round(timeoutMs / 1000)} s. ` +
+      if (deadline.expired) {
+        return new TimedOut(`The server did not answer within ${Math.round(timeoutMs / 1000)} s. ` +
           "Changes are kept on this device and sent again shortly.");
       }
       return null;
     };
     let response;
-    try {
-      response = await fetch(path, {
-        method: "POST", credentials: "same-origin", cache: "no-store",
-        headers: {
-          "Content-Type": "application/json", Accept: "application/json",
-          "X-CSRFToken": session.shell.csrf_token, "X-Client-Id": body.client_id,
-        },
-        body: JSON.stringify(body),
-        signal: preempt ? AbortSignal.any([preempt, deadline]) : deadline,
-      });
-    } catch (error) {
-      throw gaveUp() || new Unreachable("No connection to the server. Changes are kept on this device and sent when it is back.");
-    }
     let json = {};
     let unread = false;
     try {
-      json = await response.json();
-    } catch {
-      unread = true; // a proxy's error page, judged by its status below, or a cut-off answer
+      try {
+        response = await fetch(path, {
+          method: "POST", credentials: "same-origin", cache: "no-store",
+          headers: {
+            "Content-Type": "application/json", Accept: "application/json",
+            "X-CSRFToken": session.shell.csrf_token, "X-Client-Id": body.client_id,
+          },
+          body: JSON.stringify(body),
+          signal: deadline.signal,
+        });
+      } catch (error) {
+        throw gaveUp() || new Unreachable("No connection to the server. Changes are kept on this device and sent when it is back.");
+      }
+      try {
+        json = await response.json();
+      } catch {
+        unread = true; // none (204), a proxy's error page judged by its status below, or cut off
+      }
+    } finally {
+      deadline.clear();
     }
     if (preempt && preempt.aborted) throw new Preempted();
     // An answer cut off while it was read is no answer, whatever its status said.
-    if (unread && deadline.aborted) throw gaveUp();
+    if (unread && deadline.expired) throw gaveUp();
     const reply = { status: response.status, body: json, requestId: response.headers.get("X-Request-ID"), headers: response.headers };
     if (reply.status === 403 && json.error === "csrf_failed" && !retried) {
       const fresh = await this.deps.refreshSession();

@@ -130,8 +130,14 @@ def test_with_a_reason_and_a_fresh_code_the_record_opens_and_every_access_is_tag
     assert write.status_code == 403 and "not change it" in write.text
     assert db.session.scalar(select(func.count()).select_from(Observation)) == 0
 
+    # An open chart refreshing itself under the grant is a view too, recorded as the banner says.
+    since = re.search(r'\?since=([0-9a-f]+)"', chart.text).group(1)
+    refreshed = client.get(f"/patients/{patient_b}?since={since}", headers={"HX-Request": "true"})
+    assert refreshed.status_code == 200 and "Kamau" in refreshed.text
+
     about = events(patient_id=patient_b, user_id=user.id)
-    assert [e.action for e in about][:3] == ["break_glass.open", "patient.read", "patient.read"]
+    assert [e.action for e in about][:4] == ["break_glass.open", "patient.read", "patient.read",
+                                             "patient.read"]
     assert {e.break_glass_id for e in about} == {grant.id}
     assert about[0].detail["reason"] == REASON
     # Somebody else's read of the patient in the same window is not theirs to carry.
