@@ -168,7 +168,8 @@ class AppSide:
         t["changed"] = first_after(lat["changed"], save)
         if t["changed"] is not None:
             charts = sorted(timing(r) for r in self.b.requests if r.service_worker is None
-                            and r.url == self.chart and r.method == "GET" and timing(r)[0] >= t["changed"])
+                            and r.url.split("?", 1)[0] == self.chart and r.method == "GET"
+                            and timing(r)[0] >= t["changed"])
             if charts:
                 t["chart_start"], t["chart_end"] = charts[0]
         self.a.requests.clear()
