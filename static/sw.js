@@ -265,27 +265,8 @@ function refreshSession() {
 async function askWhoIsSignedIn() {
   // A sync waiting for this answer holds the flush lock: a lost answer must not hold it long.
   const deadline = withDeadline(runtime.session?.request_timeout_ms || SESSION_ANSWER_MS);
-  let response;
-  let session;
-  try {
-    try {
-      response = await fetch("/app/session.json", { credentials: "same-origin", cache: "no-store", headers: { Accept: "application/json" }, signal: deadline.signal });
-    } catch {
-      return null;
-    }
-    if (response.status === 401) {
-      await forgetUser();
-      return null;
-    }
-    if (!response.ok || !(response.headers.get("Content-Type") || "").includes("json")) return null;
-    try {
-      session = await response.json();
-    } catch {
-      return null; // the answer was cut off: nobody is known to be signed in yet
-    }
-  } finally {
-    deadline.clear();
-  }
+  const session = await sessionFromServer(deadline.signal).finally(() => deadline.clear());
+  if (!session) return null;
   if (!session.offline) {
     // The console's roles keep no patient data on devices; nor does anyone see the last
     // clinical user's pages after them.
@@ -299,6 +280,22 @@ async function askWhoIsSignedIn() {
   }
   await unlockFromSignIn(session);
   return takeUp(session);
+}
+
+/** The server's /app/session.json, or null: no answer, an error, or nobody signed in. */
+async function sessionFromServer(signal) {
+  let response;
+  try {
+    response = await fetch("/app/session.json", { credentials: "same-origin", cache: "no-store", headers: { Accept: "application/json" }, signal });
+  } catch {
+    return null;
+  }
+  if (response.status === 401) {
+    await forgetUser();
+    return null;
+  }
+  if (!response.ok || !(response.headers.get("Content-Type") || "").includes("json")) return null;
+  return response.json().catch(() => null); // cut off: nobody is known to be signed in yet
 }
 
 /**

@@ -53,7 +53,6 @@ class PokeHub:
     def __init__(self, app: Flask):
         self._app = app
         self._subscribers: dict[str, set[queue.Queue]] = {}
-        self._streams = 0
         self._lock = threading.Lock()
         self._listener: _Listener | None = None
         self._idle_since = time.monotonic()
@@ -69,11 +68,11 @@ class PokeHub:
         it may (SYNC_EVENTS_STREAMS), so that open pages never take every request thread."""
         inbox: queue.Queue = queue.Queue(maxsize=1)  # a full inbox already says "pull now"
         with self._lock:
-            if self._streams >= self._app.config["SYNC_EVENTS_STREAMS"]:
+            held = sum(map(len, self._subscribers.values()))
+            if held >= self._app.config["SYNC_EVENTS_STREAMS"]:
                 return None
             listener = self._listener or self._start()
             self._subscribers.setdefault(clinic_id, set()).add(inbox)
-            self._streams += 1
             open_streams.opened()
         # The caller then says "ready", which promises that later changes arrive as pokes.
         listener.ready.wait(READY_WAIT_SECONDS)
@@ -83,7 +82,6 @@ class PokeHub:
         with self._lock:
             inboxes = self._subscribers.get(clinic_id, set())
             if inbox in inboxes:
-                self._streams -= 1
                 open_streams.closed()
             inboxes.discard(inbox)
             if not inboxes:

@@ -1,8 +1,6 @@
 """Push: each client's mutations applied exactly once, in the order the device made them."""
 from __future__ import annotations
 
-from datetime import datetime
-
 from sqlalchemy import select
 
 from app.extensions import db
@@ -14,7 +12,7 @@ from app.services.apply import (
     StoredAnswer, answer_again, apply_in_order, rejected_result, stored_results,
 )
 from app.services.results import DUPLICATE, Mutation, Rejection, Result, patient_of
-from sync_api.subset import allowed_categories, for_device
+from sync_api.subset import DeviceView, allowed_categories
 
 
 def push_batch(actor: Actor, client: SyncClient, wire_mutations: list[dict]) -> tuple[int, dict]:
@@ -59,8 +57,8 @@ def push_batch(actor: Actor, client: SyncClient, wire_mutations: list[dict]) -> 
     client.last_seq = last_seq
     client.last_push_at = utcnow()
     _audit(actor, client.client_id, new)
-    allowed, now = allowed_categories(actor.roles), utcnow()
-    response = {"results": [_for_device(r, allowed, now) for r in results],
+    view = DeviceView(allowed_categories(actor.roles), utcnow())
+    response = {"results": [_for_device(r, view) for r in results],
                 "last_seq": client.last_seq}
     if gap_at is None:
         return 200, response
@@ -71,11 +69,11 @@ def push_batch(actor: Actor, client: SyncClient, wire_mutations: list[dict]) -> 
                  **response}
 
 
-def _for_device(result: Result, allowed: frozenset[str], now: datetime) -> dict:
+def _for_device(result: Result, view: DeviceView) -> dict:
     """An answer carries the record as the device may hold it, like a pull would."""
     body = result.to_wire()
     if body.get("record") is not None:
-        record = for_device(result.entity, body["record"], allowed, now)
+        record = view.of(result.entity, body["record"])
         if record is None:
             del body["record"]
         else:

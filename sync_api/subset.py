@@ -97,7 +97,3 @@ class DeviceView:
                 return None
         return record
 
-
-def for_device(entity: str, record: dict, allowed: frozenset[str], now: datetime) -> dict | None:
-    """The record as this device may hold it, or None when it stays on the server."""
-    return DeviceView(allowed, now).of(entity, record)

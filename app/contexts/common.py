@@ -31,9 +31,13 @@ def patient_summary(record: dict) -> dict:
             "identifiers": record.get("identifiers", []), "version": record["version"]}
 
 
+def fingerprint_of(text: str) -> str:
+    """A short digest of what a page shows: the page sends it back when it refreshes itself,
+    and an unchanged page is answered "nothing new" (no patient data, no audited read). The
+    worker makes its own (static/sw/contexts.js fingerprintOf); the two need not agree."""
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def page_fingerprint(context: dict) -> str:
-    """A short digest of everything a page shows: the page sends it back when it refreshes
-    itself, and an unchanged page is answered "nothing new" (no patient data, no audited read).
-    The worker computes its own (static/sw/contexts.js fingerprintOf); they need not agree."""
-    shown = json.dumps(context, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(shown.encode()).hexdigest()[:16]
+    """fingerprint_of everything in a page's context."""
+    return fingerprint_of(json.dumps(context, sort_keys=True, separators=(",", ":"), default=str))

@@ -1,14 +1,12 @@
 """A station's worklist: the clinic's visits waiting there, oldest first."""
 from __future__ import annotations
 
-import hashlib
-
 from sqlalchemy import select
 
 from app.domain.stations import ACTIVE_STATIONS, STATION_LABELS, next_stations
 from app.extensions import db
 from app.models import Patient, Visit
-from app.contexts.common import patient_summary
+from app.contexts.common import fingerprint_of, patient_summary
 
 
 def worklist_context(clinic_id: str, station: str) -> dict:
@@ -17,8 +15,7 @@ def worklist_context(clinic_id: str, station: str) -> dict:
         .where(Visit.clinic_id == clinic_id, Visit.station == station,
                Visit.status == "in-progress")
         .order_by(Visit.station_since, Visit.id)).all()
-    fingerprint = hashlib.sha256(
-        "|".join(f"{v.id}:{v.version}:{p.version}" for v, p in rows).encode()).hexdigest()[:16]
+    fingerprint = fingerprint_of("|".join(f"{v.id}:{v.version}:{p.version}" for v, p in rows))
     return {
         "fingerprint": fingerprint,
         "station": station, "station_label": STATION_LABELS[station],

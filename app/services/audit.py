@@ -133,21 +133,19 @@ def append(entries: list[AuditEntry]) -> None:
 
 
 def _write_batch(engine, batch: list[_Turn]) -> None:
+    """Each turn's error, if any, is kept on it and raised by its own caller."""
     try:
         _write(engine, [entry for turn in batch for entry in turn.entries])
-        failed = []
-    except Exception as exc:  # noqa: BLE001 - recorded on each turn, raised by its caller
-        failed = [(turn, exc) for turn in batch]
-    if failed and len(batch) > 1:
-        # One caller's bad entry must not deny the others: each is tried on its own.
-        failed = []
-        for turn in batch:
-            try:
-                _write(engine, turn.entries)
-            except Exception as exc:  # noqa: BLE001
-                failed.append((turn, exc))
-    for turn, exc in failed:
-        turn.error = exc
+    except Exception as exc:  # noqa: BLE001
+        if len(batch) == 1:
+            batch[0].error = exc
+        else:
+            # One caller's bad entry must not deny the others: each is tried on its own.
+            for turn in batch:
+                try:
+                    _write(engine, turn.entries)
+                except Exception as own:  # noqa: BLE001
+                    turn.error = own
     for turn in batch:
         turn.done = True
 

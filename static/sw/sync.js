@@ -70,6 +70,26 @@ async function rememberConflicts(db, batch, answers) {
   await setSecretMeta(db, { conflicts: [...fresh, ...held].slice(0, CONFLICTS_KEPT) });
 }
 
+/** `body` posted as JSON, and the answer read: null when none came; `json` null when the
+ * answer held none (a 204, a proxy's error page judged by its status, or one cut off). */
+async function exchange(session, path, body, signal) {
+  let response;
+  try {
+    response = await fetch(path, {
+      method: "POST", credentials: "same-origin", cache: "no-store",
+      headers: {
+        "Content-Type": "application/json", Accept: "application/json",
+        "X-CSRFToken": session.shell.csrf_token, "X-Client-Id": body.client_id,
+      },
+      body: JSON.stringify(body),
+      signal,
+    });
+  } catch {
+    return null;
+  }
+  return { response, json: await response.json().catch(() => null) };
+}
+
 export class Syncer {
   /** @param {SyncDeps} deps */
   constructor(deps) {
@@ -384,42 +404,16 @@ export class Syncer {
     const preempt = path === "/sync/v1/pull" && this.pulling ? this.pulling.signal : undefined;
     const timeoutMs = session.request_timeout_ms || REQUEST_TIMEOUT_MS;
     const deadline = withDeadline(timeoutMs, preempt);
-    const gaveUp = () => {
-      if (preempt && preempt.aborted) return new Preempted();
-      if (deadline.expired) {
-        return new TimedOut(`The server did not answer within ${Math.round(timeoutMs / 1000)} s. ` +
-          "Changes are kept on this device and sent again shortly.");
-      }
-      return null;
-    };
-    let response;
-    let json = {};
-    let unread = false;
-    try {
-      try {
-        response = await fetch(path, {
-          method: "POST", credentials: "same-origin", cache: "no-store",
-          headers: {
-            "Content-Type": "application/json", Accept: "application/json",
-            "X-CSRFToken": session.shell.csrf_token, "X-Client-Id": body.client_id,
-          },
-          body: JSON.stringify(body),
-          signal: deadline.signal,
-        });
-      } catch (error) {
-        throw gaveUp() || new Unreachable("No connection to the server. Changes are kept on this device and sent when it is back.");
-      }
-      try {
-        json = await response.json();
-      } catch {
-        unread = true; // none (204), a proxy's error page judged by its status below, or cut off
-      }
-    } finally {
-      deadline.clear();
-    }
+    const answer = await exchange(session, path, body, deadline.signal).finally(() => deadline.clear());
     if (preempt && preempt.aborted) throw new Preempted();
-    // An answer cut off while it was read is no answer, whatever its status said.
-    if (unread && deadline.expired) throw gaveUp();
+    // An answer cut off when the time ran out is no answer, whatever its status said.
+    if (deadline.expired && (!answer || answer.json === null)) {
+      throw new TimedOut(`The server did not answer within ${Math.round(timeoutMs / 1000)} s. ` +
+        "Changes are kept on this device and sent again shortly.");
+    }
+    if (!answer) throw new Unreachable("No connection to the server. Changes are kept on this device and sent when it is back.");
+    const { response } = answer;
+    const json = answer.json || {};
     const reply = { status: response.status, body: json, requestId: response.headers.get("X-Request-ID"), headers: response.headers };
     if (reply.status === 403 && json.error === "csrf_failed" && !retried) {
       const fresh = await this.deps.refreshSession();
