@@ -5,7 +5,7 @@ Census: the same pushes go through the app in-process (Flask test client: routin
 apply, audit, commit) on a fresh clone of the base, with every statement the two engines
 send to the database recorded (SQLAlchemy cursor events) along with each commit. The
 INSERT/UPDATE/DELETE statements and their row counts (and the rows the app sends with COPY
-on PostgreSQL, recorded at app.services.writes.copy_rows) give the rows written per mutation,
+on PostgreSQL, recorded at app.services.bulk_rows.copy_rows) give the rows written per mutation,
 table by table.
 
 Ceiling: those recorded writes, with their parameters, are replayed on another fresh clone
@@ -91,21 +91,21 @@ class Recorder:
                 event.listen(engine, name, fn)
                 self._listeners.append((engine, name, fn))
         # Rows the app sends with COPY (PostgreSQL) pass no cursor event: recorded here.
-        from app.services import writes
-        self._writes, self._copy_rows = writes, writes.copy_rows
+        from app.services import bulk_rows
+        self._bulk_rows, self._copy_rows = bulk_rows, bulk_rows.copy_rows
 
         def copy_rows(connection, statement, values):
             self._copy_rows(connection, statement, values)
             key = next(k for k, e in self.engines.items() if e is connection.engine)
             self.events.append(("exec", key, statement, [tuple(v) for v in values], True,
                                 len(values)))
-        writes.copy_rows = copy_rows
+        bulk_rows.copy_rows = copy_rows
 
     def close(self):
         from sqlalchemy import event
         for engine, name, fn in self._listeners:
             event.remove(engine, name, fn)
-        self._writes.copy_rows = self._copy_rows
+        self._bulk_rows.copy_rows = self._copy_rows
 
     def transactions(self) -> list[tuple[str, list[tuple]]]:
         """Committed write transactions in commit order: (key, [(statement, params, many)])."""

@@ -8,6 +8,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import BadRequest, MethodNotAllowed, RequestEntityTooLarge
 
+from app import json_codec
 from app.extensions import compress, csrf, db
 from app.models.records import to_json_value
 from app.models.types import utcnow
@@ -103,9 +104,7 @@ def push_route():
     client = claim(actor, body["client_id"], body.get("telemetry"))
     status, payload = push_batch(actor, client, body["mutations"])
     db.session.commit()
-    # Not jsonify, as for a pull: it sorts the keys of every record answered.
-    body = current_app.json.dumps(payload, sort_keys=False, separators=(",", ":"))
-    return current_app.response_class(body + "\n", status=status, mimetype="application/json")
+    return _json_answer(payload, status)
 
 
 @bp.post("/pull")
@@ -120,9 +119,13 @@ def pull_route():
     payload = pull(actor, client, body.get("cursor"), limit, seen)
     _audit_reads(actor, client.client_id, payload["changes"])
     db.session.commit()
-    # Not jsonify: it sorts every key of every record, and a page holds thousands of them.
-    body = current_app.json.dumps(payload, sort_keys=False, separators=(",", ":"))
-    return current_app.response_class(body + "\n", mimetype="application/json")
+    return _json_answer(payload)
+
+
+def _json_answer(payload: dict, status: int = 200):
+    # Not jsonify: it sorts every key of every record, and a pull page holds thousands.
+    return current_app.response_class(json_codec.dumps(payload) + b"\n", status=status,
+                                      mimetype="application/json")
 
 
 @bp.post("/heartbeat")

@@ -128,13 +128,13 @@ def positions(entity: str, row_id: str | None, values: dict) -> Iterator[tuple[d
 
 def _each_place(entity: str, row_id: str | None, values: dict | None, how: str) -> dict | None:
     """A copy of `values`, each sealed place passed through the cipher's `how` (seal, open)."""
-    if not values:
+    # Most records have no sealed place: they are returned as they are (nothing changes a
+    # record in place), neither copied nor the cipher looked up.
+    if not values or next(positions(entity, row_id, values), None) is None:
         return values
     changed = _copied(values)
-    change = None  # most records have no sealed place: the cipher is not even looked up
+    change = getattr(current_cipher(), how)
     for holder, key, place in positions(entity, row_id, changed):
-        if change is None:
-            change = getattr(current_cipher(), how)
         holder[key] = change(holder[key], place)
     return changed
 
@@ -162,8 +162,6 @@ def seal_record(entity: str, record: dict) -> dict:
 
 
 def open_record(entity: str, record: dict) -> dict:
-    if next(positions(entity, record.get("id"), record), None) is None:
-        return record  # most records seal nothing: a pull page need not copy each one
     return open_fields(entity, record.get("id"), record)
 
 

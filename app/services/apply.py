@@ -113,15 +113,16 @@ def apply_in_order(mutations: list[Mutation], actor: Actor, source: str,
     lookups = BatchLookups.prefetch(mutations, actor)
     if len(mutations) > 1:
         known = dict(stored_by_mid)
+        appended = AppendedRows()
         try:
             with db.session.begin_nested():
-                appended = AppendedRows()
                 results = [_apply_deferred(m, actor, source, stored_by_mid, lookups, appended)
                            for m in mutations]
                 db.session.flush()
                 appended.write()
                 return results
         except (Rejection, IntegrityError):
+            appended.forget()
             stored_by_mid.clear()
             stored_by_mid.update(known)
     return [apply(m, actor, source, stored_by_mid, lookups) for m in mutations]

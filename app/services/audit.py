@@ -27,6 +27,7 @@ from app.extensions import db
 from app.models import AuditCheckpoint, AuditEvent
 from app.models.records import to_json_value
 from app.models.types import utcnow
+from app.services.bulk_rows import insert_rows
 
 GENESIS_HASH = "0" * 64
 CHAINED_FIELDS = ("id", "at", "user_id", "username", "role", "clinic_id", "patient_id", "action",
@@ -163,7 +164,7 @@ def _write(engine, entries: list[AuditEntry]) -> None:
             row["hash"] = prev_hash = chain_hash(row["prev_hash"], row)
             rows.append(row)
             next_id += 1
-        conn.execute(insert(AuditEvent), rows)
+        insert_rows(conn, AuditEvent.__table__, rows)
         every = current_app.config["AUDIT_CHECKPOINT_EVERY"]
         if every and rows[-1]["id"] // every > (rows[0]["id"] - 1) // every:
             _write_checkpoint(conn, rows[-1]["id"], rows[-1]["hash"])

@@ -5,19 +5,21 @@ import functools
 from dataclasses import dataclass, field
 from itertools import chain
 
-from sqlalchemy import BigInteger, String, bindparam, event, func, insert, inspect, select
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy import BigInteger, String, bindparam, event, func, inspect, select
 from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm.attributes import set_committed_value
 
 from app.domain.ids import is_uuid, new_id
 from app.domain.mutations import MutationType
 from app.extensions import db
 from app.models import ChangeLog, Conflict, EntityHistory, Patient, Visit
+from app.models.records import to_json_value
 from app.models.sealed import SealedRow, seal_fields, seal_record
 from app.models.types import utcnow
 from app.services.actor import Actor
 from app.services.results import APPLIED, CONFLICT, Mutation, Rejection, Result
 from app.services import pokes
+from app.services.bulk_rows import insert_rows, update_rows
 from app.services.scope import visible_in_clinic
 
 
@@ -55,72 +57,59 @@ class BatchLookups:
 
 
 class AppendedRows:
-    """Rows of the tables a write only ever adds to (history, change log, stored answers),
-    kept as plain values and written with one multi-row INSERT per table.
+    """Rows a batch adds to the tables a write only ever adds to (history, change log, stored
+    answers), and the changes it makes to rows already stored, kept as plain values and
+    written with one statement per table.
 
     Nothing in a push reads these rows back before they are written, and the ORM's unit of
     work (an object, its state and a flush plan per row) cost more than the rows themselves."""
 
     def __init__(self) -> None:
         self.rows: dict[type, list[dict]] = {}
+        self.changes: dict[tuple[type, str], dict] = {}
+        self.changed_rows: list = []
 
     def add(self, model, row: dict) -> None:
         """`row` by column name, every row of a model with the same columns."""
         self.rows.setdefault(model, []).append(row)
 
+    def change(self, row, values: dict) -> None:
+        """`row` (stored before this batch) takes `values`, by attribute. The object shows them
+        at once, as loaded; the database gets them at write()."""
+        for name, value in values.items():
+            set_committed_value(row, name, value)
+        key = (type(row), row.id)
+        if key not in self.changes:
+            self.changes[key] = {"id": row.id}
+            self.changed_rows.append(row)
+        columns = _column_names(type(row))
+        self.changes[key].update((columns[name], value) for name, value in values.items())
+
     def write(self) -> None:
-        if not self.rows:
+        if not self.rows and not self.changes:
             return
         connection = db.session.connection()
         for model, rows in self.rows.items():
             insert_rows(connection, model.__table__, rows)
+        changed: dict[tuple, list[dict]] = {}
+        for (model, _), values in self.changes.items():
+            changed.setdefault((model, tuple(values)), []).append(values)
+        for (model, _), rows in changed.items():
+            update_rows(connection, model.__table__, rows)
         # As a flush would: a record listing rows of these kinds is read again after a write.
         db.session.info.setdefault(_WRITTEN, set()).update(self.rows)
         self.rows.clear()
+        self.changes.clear()
+        self.changed_rows.clear()
 
-
-def insert_rows(connection, table, rows: list[dict]) -> None:
-    """Rows (dicts with the same keys) into `table`, in the connection's transaction.
-
-    On PostgreSQL with COPY: an INSERT of many rows goes through psycopg one row at a time
-    (a pipeline), at about twice the server CPU per row; COPY checks the same constraints and
-    fires the same triggers. Each value still goes through its column type, as SQLAlchemy
-    would send it, and a failure is raised as SQLAlchemy's exception of the same kind (an
-    IntegrityError for a taken id), so callers cannot tell the two apart."""
-    if connection.dialect.name != "postgresql":
-        connection.execute(_insert_into(table), rows)
-        return
-    columns = tuple(rows[0])
-    statement, processors = _copy_plan(table, columns, connection.dialect)
-    values = [[row[name] if process is None else process(row[name])
-               for name, process in zip(columns, processors)] for row in rows]
-    copy_rows(connection, statement, values)
-
-
-def copy_rows(connection, statement: str, values: list[list]) -> None:
-    base_error = connection.dialect.loaded_dbapi.Error
-    try:
-        with connection.connection.cursor() as cursor, cursor.copy(statement) as copy:
-            for row in values:
-                copy.write_row(row)
-    except base_error as exc:
-        raise DBAPIError.instance(statement, None, exc, base_error,
-                                  dialect=connection.dialect) from exc
-
-
-@functools.cache
-def _insert_into(table):
-    return insert(table)
-
-
-@functools.lru_cache(maxsize=64)
-def _copy_plan(table, columns: tuple[str, ...], dialect) -> tuple[str, tuple]:
-    quote = dialect.identifier_preparer
-    statement = (f"COPY {quote.format_table(table)} "
-                 f"({', '.join(quote.quote(name) for name in columns)}) FROM STDIN")
-    processors = tuple(table.c[name].type.dialect_impl(dialect).bind_processor(dialect)
-                       for name in columns)
-    return statement, processors
+    def forget(self) -> None:
+        """After a rollback: the changed objects no longer match the database (a rollback
+        expires only what the unit of work wrote), so they are read again when next used."""
+        for row in self.changed_rows:
+            db.session.expire(row)
+        self.rows.clear()
+        self.changes.clear()
+        self.changed_rows.clear()
 
 
 @dataclass(frozen=True)
@@ -154,6 +143,17 @@ def _columns(model) -> tuple:
             or ("to_record" in vars(model)) != ("record_of" in vars(model))):
         raise TypeError(f"{model.__name__} rows are written through the session")
     return tuple((prop.key, prop.columns[0].key) for prop in mapper.column_attrs)
+
+
+@functools.cache
+def _column_names(model) -> dict[str, str]:
+    return {prop.key: prop.columns[0].key for prop in inspect(model).column_attrs}
+
+
+def _changed_in_bulk(row) -> bool:
+    """Whether a deferred change of `row` may bypass the unit of work: not for a row not yet
+    stored, nor for one whose sealed fields a flush seals."""
+    return not isinstance(row, SealedRow) and inspect(row).persistent
 
 
 @functools.cache
@@ -282,25 +282,37 @@ class WriteContext:
             "id": self.mutation.entity_id, "version": 1, "created_at": now, "updated_at": now,
             "created_by": self.actor.user_id, **fields})
 
-    def update(self, row, changes: dict, *, patient_id: str | None, clinic_id: str | None):
-        for name, value in changes.items():
-            setattr(row, name, value)
-        row.version += 1
-        row.updated_at = utcnow()
+    def update(self, row, changes: dict, *, patient_id: str | None, clinic_id: str | None,
+               before: dict | None = None):
+        """`before`: the row's record as the handler read it before these changes, if it did,
+        so the new record is that one with the changes rather than read again whole."""
+        values = {**changes, "version": row.version + 1, "updated_at": utcnow()}
+        if self.deferred and _changed_in_bulk(row):
+            self.appended.change(row, values)
+        else:
+            for name, value in values.items():
+                setattr(row, name, value)
         db.session.info.setdefault(_WRITTEN, set()).add(type(row))
         self._flush()
-        self.record(row, patient_id=patient_id, clinic_id=clinic_id)
+        self.record(row, patient_id=patient_id, clinic_id=clinic_id,
+                    changed=(before, (*changes, "version", "updated_at")))
         return row
 
-    def record(self, row, *, patient_id: str | None, clinic_id: str | None) -> None:
+    def record(self, row, *, patient_id: str | None, clinic_id: str | None,
+               changed: tuple[dict | None, tuple[str, ...]] = (None, ())) -> None:
         """Keep this version of the row in its history and announce it in the change log."""
         entity = row.__tablename__
+        before, names = changed
         stale = [name for name in row.RECORD_RELATIONSHIPS if _may_have_changed(row, name)]
         if stale:
             # The record's related rows must reflect this write: load them again after it.
             db.session.flush()
             db.session.expire(row, stale)
-        self._keep(entity, row, row.to_record(), patient_id=patient_id, clinic_id=clinic_id)
+            before = None
+        record = row.to_record() if before is None else {
+            **before, **{name: to_json_value(getattr(row, name)) for name in names
+                         if name in before}}
+        self._keep(entity, row, record, patient_id=patient_id, clinic_id=clinic_id)
 
     def _keep(self, entity: str, row, record: dict, *, patient_id: str | None,
               clinic_id: str | None) -> None:

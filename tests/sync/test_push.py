@@ -369,6 +369,33 @@ def test_a_patient_changed_in_one_batch_lists_every_identifier_it_was_given(devi
 
 
 @pytest.mark.postgres
+def test_edits_of_a_batch_applied_again_one_by_one_change_the_patient_once_each(device, world):
+    clerk = device("registration_clerk")
+    pid = register(clerk, world.clinics["A"].id)
+    clerk.push()
+    clerk.queue("patient.update", "patient", pid, {"phone": "0700 111"}, base={"phone": None},
+                base_version=1)
+    clerk.queue("patient.update", "patient", pid, {"address": "Hill road"},
+                base={"address": None}, base_version=2)
+    clerk.queue("patient.update", "patient", new_id(), {"phone": "0700 999"},
+                base={"phone": None}, base_version=1)  # no such patient: refused
+    clerk.queue("patient.update", "patient", pid, {"phone": "0700 222"},
+                base={"phone": "0700 111"}, base_version=3)
+    answers = clerk.push()
+
+    assert [a["status"] for a in answers] == ["applied", "applied", "rejected", "applied"]
+    assert [a.get("version") for a in answers] == [2, 3, None, 4]
+    assert (answers[-1]["record"]["phone"], answers[-1]["record"]["address"]) == (
+        "0700 222", "Hill road")
+    db.session.rollback()
+    patient = db.session.get(Patient, pid)
+    assert (patient.phone, patient.address, patient.version) == ("0700 222", "Hill road", 4)
+    kept = db.session.scalars(select(EntityHistory.version).where(
+        EntityHistory.entity_id == pid).order_by(EntityHistory.version)).all()
+    assert kept == [1, 2, 3, 4]
+
+
+@pytest.mark.postgres
 def test_a_patient_changed_in_one_batch_no_longer_lists_an_identifier_retired_before(device,
                                                                                     world):
     clerk = device("registration_clerk")

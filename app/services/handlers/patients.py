@@ -87,7 +87,7 @@ def update(ctx: WriteContext):
                            base_version_matches=ctx.mutation.base_version == patient.version)
     if outcome.apply:
         ctx.update(patient, _demographics(outcome.apply), patient_id=patient.id,
-                   clinic_id=patient.clinic_id)
+                   clinic_id=patient.clinic_id, before=current)
     if outcome.conflicts:
         return ctx.conflict(patient, outcome.conflicts, incoming, ctx.mutation.base or {},
                             patient_id=patient.id, clinic_id=patient.clinic_id,
