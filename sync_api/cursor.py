@@ -10,8 +10,9 @@ from dataclasses import dataclass
 
 from app.domain.ids import is_uuid
 
-# 1: backfill [entity index, last id], in id order; 2: [entity index, last patient id, last id].
-VERSION = 2
+# 1: backfill [entity index, last id], in id order; 2: [entity index, last patient id, last id];
+# 3: and where the subset was last known to hold (subset_checked).
+VERSION = 3
 
 
 @dataclass
@@ -26,10 +27,15 @@ class Cursor:
     # (patient_id, id) order), or None when there is none running.
     gen: int
     backfill: tuple[int, str, str] | None = None
+    # (txid, seq, minute): the log position up to which nothing that could change the
+    # device's subset has been written since it was last worked out, and the minute (since
+    # the Unix epoch) it was last worked out in full. None: work it out at the next pull.
+    subset_checked: tuple[int, int, int] | None = None
 
     def encode(self) -> str:
         body = [VERSION, self.epoch, self.scope, self.txid, self.seq, self.gen,
-                list(self.backfill) if self.backfill else None]
+                list(self.backfill) if self.backfill else None,
+                list(self.subset_checked) if self.subset_checked else None]
         raw = json.dumps(body, separators=(",", ":")).encode()
         return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
@@ -40,12 +46,19 @@ class Cursor:
             return None
         try:
             raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-            version, epoch, scope, txid, seq, gen, backfill = json.loads(raw)
-        except (ValueError, TypeError, binascii.Error, RecursionError):
+            body = json.loads(raw)
+            version = body[0]
+            # Before version 3 there was no subset_checked: the next pull works it out.
+            version, epoch, scope, txid, seq, gen, backfill, checked = (
+                body if version == VERSION else [*body, None])
+        except (ValueError, TypeError, KeyError, IndexError, binascii.Error, RecursionError):
             return None
         # Signed cursors are checked before this; still, nothing read here may reach a query
         # with a number no BIGINT column holds, or text (a NUL) no database takes.
-        if version not in (1, VERSION) or not all(_column_int(v) for v in (txid, seq, gen)):
+        if version not in (1, 2, VERSION) or not all(_column_int(v) for v in (txid, seq, gen)):
+            return None
+        if checked is not None and not (isinstance(checked, list) and len(checked) == 3
+                                        and all(_column_int(v) for v in checked)):
             return None
         if not isinstance(epoch, str) or not isinstance(scope, str):
             return None
@@ -57,7 +70,8 @@ class Cursor:
             # A version 1 position (an id, in id order) says nothing about (patient_id, id)
             # order: that entity starts over. The device gets some records again, none missed.
             backfill = (backfill[0], "", "") if version == 1 else tuple(backfill)
-        return cls(epoch, scope, txid, seq, gen, backfill)
+        return cls(epoch, scope, txid, seq, gen, backfill,
+                   tuple(checked) if checked is not None else None)
 
 
 def _column_int(value: object) -> bool:

@@ -26,7 +26,10 @@ from app.models.types import utcnow
 from app.services.actor import Actor
 from sync_api.cursor import Cursor, seal, unseal
 from sync_api.epoch import current_epoch
-from sync_api.subset import DeviceView, allowed_categories, scope_key, subset_patient_ids
+from sync_api.subset import (
+    SUBSET_RECHECK, DeviceView, allowed_categories, scope_key, subset_may_have_changed,
+    subset_patient_ids,
+)
 
 # Backfill order: parents before the records that point at them.
 BACKFILL_ORDER = ("patient", "patient_identifier", "visit", "appointment", "observation",
@@ -89,7 +92,16 @@ def pull(actor: Actor, client: SyncClient, cursor_text: str | None, limit: int,
         cursor = _fresh_start(actor, client, seen)
     changes: list[dict] = []
     if cursor.backfill is None:
-        changes += _refresh_subset(actor, client, cursor, now)
+        checked = cursor.subset_checked
+        minute = int(now.timestamp()) // 60
+        if (checked is None or cursor.gen != client.generation
+                or minute - checked[2] >= SUBSET_RECHECK.total_seconds() // 60
+                or subset_may_have_changed(actor, client.client_id, checked[:2])):
+            changes += _refresh_subset(actor, client, cursor, now)
+            checked = (0, 0, minute)
+        # Reading the subset again at every pull read every patient of the clinic to find,
+        # nearly always, that none had come or gone.
+        cursor.subset_checked = (*seen.end, checked[2])
     if cursor.backfill is not None:
         changes += _backfill(client, cursor, max(limit - len(changes), 1), view)
     more_in_log = cursor.backfill is None

@@ -6,7 +6,7 @@ import hashlib
 from datetime import datetime, timedelta
 
 from flask import current_app
-from sqlalchemy import or_, select, union
+from sqlalchemy import and_, bindparam, or_, select, tuple_, union
 
 from app.domain import roles as r
 from app.domain.validation import parse_datetime
@@ -59,6 +59,33 @@ def subset_patient_ids(actor: Actor, client_id: str, now: datetime) -> set[str]:
         select(Patient.id).where(Patient.id.in_(created_here), visible_in_clinic(clinic)),
     )
     return set(db.session.execute(query).scalars())
+
+
+# Time alone only takes patients out of a subset (their registration, visit or appointment
+# falls out of the window): worked out again at least this often, a device lets go of them
+# at most this late.
+SUBSET_RECHECK = timedelta(hours=1)
+
+
+def subset_may_have_changed(actor: Actor, client_id: str, since: tuple[int, int]) -> bool:
+    """Whether anything written after log position `since` could change which patients
+    subset_patient_ids() finds: a patient registered at the clinic or by the device, or a
+    visit or appointment of the clinic started, moved or ended. Everything clinical is
+    written through the change log (DESIGN.md §2), so what is not there did not happen."""
+    return db.session.execute(_SUBSET_CHANGES, {
+        "txid": since[0], "seq": since[1], "clinic_id": actor.clinic_id,
+        "client_id": client_id}).first() is not None
+
+
+_SUBSET_CHANGES = (
+    select(ChangeLog.seq)
+    .where(tuple_(ChangeLog.txid, ChangeLog.seq) > tuple_(bindparam("txid"), bindparam("seq")),
+           or_(and_(ChangeLog.entity.in_(("visit", "appointment")),
+                    ChangeLog.clinic_id == bindparam("clinic_id")),
+               and_(ChangeLog.entity == "patient", ChangeLog.version == 1,
+                    or_(ChangeLog.clinic_id == bindparam("clinic_id"),
+                        ChangeLog.origin_client_id == bindparam("client_id")))))
+    .limit(1))
 
 
 def condition_category(code: str | None) -> str | None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import base64
 import gzip
+import importlib
 import json
 import shutil
 from datetime import timedelta
@@ -27,6 +28,10 @@ def age(model, row_id: str, days: int, *columns: str) -> None:
     db.session.execute(update(model).where(model.id == row_id)
                        .values(**{c: when for c in columns}))
     db.session.commit()
+
+
+# The module, not the function of the same name the sync_api package exports.
+pull_module = importlib.import_module("sync_api.pull")
 
 
 def held(device: Device, entity: str) -> set[str]:
@@ -140,7 +145,7 @@ def test_a_later_pull_brings_only_what_changed_and_last_seq(world, device, clini
 
 @pytest.mark.postgres
 def test_a_patient_who_leaves_the_subset_is_evicted_with_their_records(
-        world, write, register, device, clinic_a):
+        world, write, register, device, clinic_a, monkeypatch):
     clerk = world.actor("registration_clerk")
     pid = register(clerk)
     write(world.actor("nurse"), "observation.record", "observation", {
@@ -151,8 +156,62 @@ def test_a_patient_who_leaves_the_subset_is_evicted_with_their_records(
     assert pid in held(nurse, "patient") and len(held(nurse, "observation")) == 1
     age(Patient, pid, 400, "created_at")        # no longer active at this clinic
     nurse.pull()
+    # Time alone takes a patient out of the subset: that is worked out again hourly.
+    assert pid in held(nurse, "patient")
+    monkeypatch.setattr(pull_module, "utcnow", lambda: utcnow() + timedelta(minutes=61))
+    nurse.pull()
     assert pid not in held(nurse, "patient")
     assert held(nurse, "observation") == set()
+
+
+@pytest.mark.postgres
+def test_a_pull_after_only_readings_were_written_does_not_read_the_clinics_patients_again(
+        world, device, clinic_a, monkeypatch):
+    clerk = device("registration_clerk")
+    pid = register(clerk, clinic_a)
+    clerk.push()
+    nurse = device("nurse")
+    nurse.pull()
+    worked_out = []
+    original = pull_module.subset_patient_ids
+    monkeypatch.setattr(pull_module, "subset_patient_ids",
+                        lambda *args: worked_out.append(args) or original(*args))
+    reading = observe(nurse, pid)
+    nurse.push()
+    nurse.pull()
+    assert worked_out == []
+    assert reading in held(nurse, "observation")
+    # A patient registered at the clinic by someone else reaches this device at its next pull.
+    other = register(clerk, clinic_a)
+    clerk.push()
+    nurse.pull()
+    assert len(worked_out) == 1
+    assert other in held(nurse, "patient")
+
+
+@pytest.mark.postgres
+def test_a_cursor_from_before_the_subset_mark_goes_on_where_it_was(app, world, device, clinic_a):
+    clerk = device("registration_clerk")
+    first = register(clerk, clinic_a)
+    clerk.push()
+    nurse = device("nurse")
+    nurse.pull()
+    key = f"{app.config['SECRET_KEY']}|{nurse.client_id}".encode()
+    cursor = unseal(nurse.store.cursor, key)
+    raw = json.dumps([2, cursor.epoch, cursor.scope, cursor.txid, cursor.seq, cursor.gen,
+                      None]).encode()
+    body_v2 = base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    nurse.store.cursor = seal(SimpleNamespace(encode=lambda: body_v2), key)
+    later = register(clerk, clinic_a)
+    clerk.push()
+    answers, original = [], nurse.transport
+    nurse.transport = lambda *request: answers.append(original(*request)) or answers[-1]
+    nurse.pull()
+    assert held(nurse, "patient") == {first, later}
+    assert [a.body["reset"] for a in answers] == [False] * len(answers)
+    # Only the new patient came: the device was not sent everything again.
+    assert {c["id"] for a in answers for c in a.body["changes"]
+            if c["entity"] == "patient"} == {later}
 
 
 @pytest.mark.postgres
