@@ -1,5 +1,6 @@
 """A reverse proxy in front of the live server that can hold back the sync endpoints (refuse
-them, or leave them unanswered) and tells which worker version sent each push.
+them, leave them unanswered, or cut an answer off half-way) and tells which worker version sent
+each push.
 
 Playwright routes a service worker's requests only once it has attached to that worker, and a
 worker that has just been installed can start sending before then (or, now and then, with its
@@ -25,6 +26,8 @@ class Gate:
         self.upstream = live_server
         self.held: set[str] = set()
         self.stalled: set[str] = set()
+        self.to_cut: set[str] = set()
+        self.cuts = 0
         self.pushed_by: list[str | None] = []
         self._lock = threading.Lock()
         self._released = threading.Condition(self._lock)
@@ -49,6 +52,20 @@ class Gate:
         released they reach the server after all, and the browser is long gone."""
         with self._lock:
             self.stalled.update(paths)
+
+    def cut(self, *paths: str) -> None:
+        """Send the next answer to each of these paths only half-way, then close the
+        connection: a link lost while the answer was on its way."""
+        with self._lock:
+            self.to_cut.update(paths)
+
+    def cutting(self, path: str) -> bool:
+        with self._lock:
+            if path not in self.to_cut:
+                return False
+            self.to_cut.discard(path)
+            self.cuts += 1
+            return True
 
     def release(self) -> None:
         with self._released:
@@ -116,6 +133,11 @@ def _handler_for(gate: Gate):
                     if name.lower() not in _HOP_BY_HOP:
                         self.send_header(name, value)
                 self.end_headers()
+                if gate.cutting(path):
+                    whole = response.read()
+                    self.wfile.write(whole[:len(whole) // 2])
+                    self.wfile.flush()
+                    return
                 # Streamed as it comes: the live-update stream never ends on its own.
                 while chunk := response.read1(65536):
                     self.wfile.write(chunk)

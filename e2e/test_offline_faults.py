@@ -371,6 +371,36 @@ def test_a_push_left_unanswered_is_given_up_sent_again_and_applied_once(new_cont
             assert_applied_once_in_order(db, client_id, 1)
 
 
+# -- i. the link drops while an answer is on its way --------------------------------------
+
+# Every sync state the page is told of from now on, in order.
+_WATCH_SYNC_STATES = """() => {
+  window.syncStatesSeen = [];
+  new MutationObserver(() => window.syncStatesSeen.push(document.documentElement.dataset.syncState))
+    .observe(document.documentElement, { attributes: true, attributeFilter: ["data-sync-state"] });
+}"""
+
+
+def test_an_answer_cut_off_on_its_way_is_taken_for_a_lost_link_and_tried_again(new_context,
+                                                                               gate):
+    context, page = device(new_context, gate, gate.user("clinician", HILLTOP))
+    patient_id = device_store(page)["patients"][0]
+    open_from_device(page, f"{gate.url}/patients/{patient_id}")
+    expect_synced(page)
+    page.evaluate(_WATCH_SYNC_STATES)
+
+    gate.cut("/sync/v1/pull")
+    go_online(context, page)  # the page asks the worker to sync now
+    deadline = time.monotonic() + 30
+    while gate.cuts == 0:
+        assert time.monotonic() < deadline, "the device did not pull"
+        page.wait_for_timeout(100)
+    expect_synced(page)
+    seen = page.evaluate("() => window.syncStatesSeen")
+    # Half an answer is no answer: the device is offline for a moment, not "Sync stopped".
+    assert "offline" in seen and "attention" not in seen
+
+
 # -- r. the first sync, cut short by closing the browser, resumes where it stopped -------------
 
 PULL_PAGE = 10

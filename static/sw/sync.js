@@ -87,7 +87,16 @@ async function exchange(session, path, body, signal) {
   } catch {
     return null;
   }
-  return { response, json: await response.json().catch(() => null) };
+  let json = null;
+  try {
+    json = await response.json();
+  } catch (error) {
+    // The link lost while the answer was on its way fails the read as a failed fetch does
+    // (a TypeError): that is no answer at all, whatever its status said. A whole answer that
+    // is not JSON (a 204, a proxy's error page) fails to parse (a SyntaxError): it stands.
+    if (error instanceof TypeError) return null;
+  }
+  return { response, json };
 }
 
 export class Syncer {
