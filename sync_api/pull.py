@@ -278,13 +278,16 @@ def _log(client: SyncClient, cursor: Cursor, room: int, view: DeviceView,
     """
     held = select(SyncSubset.patient_id).where(SyncSubset.client_id == client.client_id,
                                                SyncSubset.removed_gen.is_(None))
+    # The range after the cursor drives, in log order, and stops when the page is full.
+    # (On SQLite a row-value range made it read every change ever logged for the device's
+    # patients and sort them, so a poll cost more the more a device held.)
+    after = ChangeLog.after(cursor.txid, cursor.seq, db.session.get_bind().dialect.name)
     query = (select(ChangeLog.txid, ChangeLog.seq, ChangeLog.entity, ChangeLog.entity_id,
                     ChangeLog.version, EntityHistory.record)
              .join(EntityHistory, and_(EntityHistory.entity == ChangeLog.entity,
                                        EntityHistory.entity_id == ChangeLog.entity_id,
                                        EntityHistory.version == ChangeLog.version))
-             .where(tuple_(ChangeLog.txid, ChangeLog.seq) > tuple_(cursor.txid, cursor.seq),
-                    ChangeLog.patient_id.in_(held))
+             .where(after, ChangeLog.patient_id.in_(held))
              .order_by(ChangeLog.txid, ChangeLog.seq).limit(room))
     give_up_at = time.monotonic() + current_app.config["SYNC_PULL_SETTLE_SECONDS"]
     while True:

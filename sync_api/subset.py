@@ -2,11 +2,12 @@
 sensitive categories only for the roles that need them (DESIGN.md §5)."""
 from __future__ import annotations
 
+import functools
 import hashlib
 from datetime import datetime, timedelta
 
 from flask import current_app
-from sqlalchemy import and_, bindparam, or_, select, tuple_, union
+from sqlalchemy import and_, bindparam, or_, select, union
 
 from app.domain import roles as r
 from app.domain.validation import parse_datetime
@@ -72,20 +73,22 @@ def subset_may_have_changed(actor: Actor, client_id: str, since: tuple[int, int]
     subset_patient_ids() finds: a patient registered at the clinic or by the device, or a
     visit or appointment of the clinic started, moved or ended. Everything clinical is
     written through the change log (DESIGN.md §2), so what is not there did not happen."""
-    return db.session.execute(_SUBSET_CHANGES, {
+    query = _subset_changes(db.session.get_bind().dialect.name)
+    return db.session.execute(query, {
         "txid": since[0], "seq": since[1], "clinic_id": actor.clinic_id,
         "client_id": client_id}).first() is not None
 
 
-_SUBSET_CHANGES = (
-    select(ChangeLog.seq)
-    .where(tuple_(ChangeLog.txid, ChangeLog.seq) > tuple_(bindparam("txid"), bindparam("seq")),
-           or_(and_(ChangeLog.entity.in_(("visit", "appointment")),
-                    ChangeLog.clinic_id == bindparam("clinic_id")),
-               and_(ChangeLog.entity == "patient", ChangeLog.version == 1,
-                    or_(ChangeLog.clinic_id == bindparam("clinic_id"),
-                        ChangeLog.origin_client_id == bindparam("client_id")))))
-    .limit(1))
+@functools.cache
+def _subset_changes(dialect_name: str):
+    return (select(ChangeLog.seq)
+            .where(ChangeLog.after(bindparam("txid"), bindparam("seq"), dialect_name),
+                   or_(and_(ChangeLog.entity.in_(("visit", "appointment")),
+                            ChangeLog.clinic_id == bindparam("clinic_id")),
+                       and_(ChangeLog.entity == "patient", ChangeLog.version == 1,
+                            or_(ChangeLog.clinic_id == bindparam("clinic_id"),
+                                ChangeLog.origin_client_id == bindparam("client_id")))))
+            .limit(1))
 
 
 def condition_category(code: str | None) -> str | None:

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, UniqueConstraint
+from sqlalchemy import (BigInteger, ForeignKey, Index, Integer, String, UniqueConstraint, and_,
+                        tuple_)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.extensions import db
@@ -48,6 +49,16 @@ class ChangeLog(db.Model):
     origin_client_id: Mapped[str | None] = mapped_column(String(64))
     origin_seq: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    @classmethod
+    def after(cls, txid, seq, dialect_name: str):
+        """The rows after log position (txid, seq) (values or bind parameters), as a
+        condition the position index serves as a range on every database."""
+        if dialect_name == "sqlite":
+            # Every row here has txid 0. SQLite serves only the first column of a row-value
+            # range from an index, so `(txid, seq) > (0, n)` read the whole log.
+            return and_(cls.txid == txid, cls.seq > seq)
+        return tuple_(cls.txid, cls.seq) > tuple_(txid, seq)
 
 
 class MutationResult(db.Model):
