@@ -7,6 +7,8 @@ only the bytes differ (no spaces, characters outside ASCII left as UTF-8, keys u
 """
 from __future__ import annotations
 
+import json
+
 import orjson
 from flask.json.provider import DefaultJSONProvider
 
@@ -19,12 +21,25 @@ _OPTIONS = (orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATETIME
 
 def dumps(value) -> bytes:
     """An answer's body: what Flask's encoder would say of `value`, without spaces."""
-    return orjson.dumps(value, default=DefaultJSONProvider.default, option=_OPTIONS)
+    try:
+        return orjson.dumps(value, default=DefaultJSONProvider.default, option=_OPTIONS)
+    except TypeError:  # an integer beyond 64 bits, which a client may send and get back
+        return json.dumps(value, default=DefaultJSONProvider.default,
+                          separators=(",", ":")).encode()
 
 
 def dumps_text(value) -> str:
     """A JSON column's text, refusing what the standard library's encoder would refuse."""
-    return orjson.dumps(value, option=_OPTIONS).decode()
+    try:
+        return orjson.dumps(value, option=_OPTIONS).decode()
+    except TypeError:
+        return json.dumps(value, separators=(",", ":"))
 
 
-loads = orjson.loads
+def loads(text):
+    """Whatever a JSON column holds, including what the standard library wrote before
+    (NaN, say), which orjson does not read."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)

@@ -75,7 +75,9 @@ class AppendedRows:
 
     def change(self, row, values: dict) -> None:
         """`row` (stored before this batch) takes `values`, by attribute. The object shows them
-        at once, as loaded; the database gets them at write()."""
+        at once, as loaded; the database gets them at write(), so a SQL query later in the
+        batch still sees the row as it was. A handler that counts rows in SQL may then refuse
+        what it would have taken; the batch is then applied one by one, with the right answer."""
         for name, value in values.items():
             set_committed_value(row, name, value)
         key = (type(row), row.id)
@@ -106,7 +108,8 @@ class AppendedRows:
         """After a rollback: the changed objects no longer match the database (a rollback
         expires only what the unit of work wrote), so they are read again when next used."""
         for row in self.changed_rows:
-            db.session.expire(row)
+            if inspect(row).persistent:  # a row made in the rolled-back savepoint is gone
+                db.session.expire(row)
         self.rows.clear()
         self.changes.clear()
         self.changed_rows.clear()

@@ -9,8 +9,8 @@ from sqlalchemy.exc import OperationalError
 
 from app.domain.ids import new_id
 from app.extensions import db
-from app.models import (AuditEvent, ChangeLog, EntityHistory, MutationResult, Observation,
-                        Patient, SyncClient)
+from app.models import (AuditEvent, ChangeLog, Conflict, EntityHistory, MutationResult,
+                        Observation, Patient, SyncClient)
 from app.services import audit
 from app.services.audit import AuditUnavailable
 from sync_api.client import Reply, SyncClient as Device, Unreachable
@@ -393,6 +393,23 @@ def test_edits_of_a_batch_applied_again_one_by_one_change_the_patient_once_each(
     kept = db.session.scalars(select(EntityHistory.version).where(
         EntityHistory.entity_id == pid).order_by(EntityHistory.version)).all()
     assert kept == [1, 2, 3, 4]
+
+
+@pytest.mark.postgres
+def test_a_base_holding_a_number_too_big_for_64_bits_is_kept_with_its_conflict(device, world):
+    clerk = device("registration_clerk")
+    pid = register(clerk, world.clinics["A"].id)
+    clerk.push()
+    huge = 2 ** 70
+    clerk.queue("patient.update", "patient", pid, {"phone": "0700 111"}, base={"phone": huge},
+                base_version=1)
+    answers = clerk.push()
+
+    assert [a["status"] for a in answers] == ["conflict"]
+    assert answers[0]["conflict"]["fields"] == ["phone"]
+    db.session.rollback()
+    kept = db.session.scalars(select(Conflict).where(Conflict.entity_id == pid)).one()
+    assert kept.base_values == {"phone": huge}
 
 
 @pytest.mark.postgres

@@ -86,6 +86,10 @@ def test_vitals_form_records_and_chart_shows_them(world, register, client_for):
     bad = client.post(f"/patients/{pid}/vitals", data={"temperature": "73", "heart_rate": "70",
                                                        "mid": _mid(fresh_form)})
     assert bad.status_code == 422 and "outside the range" in bad.text
+    for not_a_number in ("nan", "inf"):
+        refused = client.post(f"/patients/{pid}/vitals", data={
+            "heart_rate": not_a_number, "mid": _mid(client.get(f"/patients/{pid}/vitals").text)})
+        assert refused.status_code == 422
     assert db.session.scalar(select(func.count()).select_from(Observation)) == 2
 
 
