@@ -1,7 +1,10 @@
 """The server's record of each device: claimed by one user, locked while its order is checked."""
 from __future__ import annotations
 
+import functools
+
 from flask import request
+from sqlalchemy import bindparam
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -22,23 +25,38 @@ def claim(actor: Actor, client_id: str, telemetry: dict | None = None,
     locks the row and records this contact: every sync request passes here.
     """
     now = utcnow()
-    insert = pg_insert if db.session.get_bind().dialect.name == "postgresql" else sqlite_insert
     contact = {"clinic_id": actor.clinic_id, "last_seen_at": now}
     if pulling:
         contact["last_pull_at"] = now
     if telemetry is not None:
         contact.update(telemetry=_kept(telemetry), telemetry_at=now)
-    statement = insert(SyncClient).values(
-        client_id=client_id, user_id=actor.user_id, last_seq=0, generation=0, created_at=now,
-        user_agent=(request.user_agent.string or "")[:300] or None, **contact,
-    ).on_conflict_do_update(index_elements=["client_id"], set_=contact).returning(SyncClient)
-    client = db.session.scalars(statement,
+    values = {"client_id": client_id, "user_id": actor.user_id, "last_seq": 0, "generation": 0,
+              "created_at": now, "user_agent": (request.user_agent.string or "")[:300] or None,
+              **contact}
+    statement = _upsert(db.session.get_bind().dialect.name, tuple(contact))
+    client = db.session.scalars(statement, {f"new_{k}": v for k, v in values.items()},
                                 execution_options={"populate_existing": True}).one()
     if client.user_id != actor.user_id:
         # The contact written above goes with the rollback that answers this error.
         raise SyncError(403, "client_mismatch", "This client id belongs to another user. Each "
                         "person syncs with their own client id; nothing was applied.")
     return client
+
+
+@functools.lru_cache(maxsize=16)
+def _upsert(dialect_name: str, contact: tuple[str, ...]):
+    """The upsert for one set of contact columns, built once: every sync request runs it."""
+    insert = pg_insert if dialect_name == "postgresql" else sqlite_insert
+    columns = SyncClient.__table__.c
+
+    def new(name: str):
+        return bindparam(f"new_{name}", type_=columns[name].type)
+    inserted = ("client_id", "user_id", "last_seq", "generation", "created_at", "user_agent",
+                *contact)
+    return (insert(SyncClient).values({name: new(name) for name in inserted})
+            .on_conflict_do_update(index_elements=["client_id"],
+                                   set_={name: new(name) for name in contact})
+            .returning(SyncClient))
 
 
 def _kept(telemetry: dict) -> dict:

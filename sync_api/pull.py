@@ -9,12 +9,13 @@ so its seq order is already commit order (all its rows carry txid 0).
 """
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 
 from flask import current_app
 
-from sqlalchemy import and_, delete, func, select, text, tuple_, update
+from sqlalchemy import and_, bindparam, delete, func, select, text, tuple_, update
 from sqlalchemy.orm import selectinload
 
 from app.extensions import db
@@ -267,6 +268,25 @@ def _backfill(client: SyncClient, cursor: Cursor, limit: int, view: DeviceView) 
     return out
 
 
+# Built once per database, its values as parameters: building a statement and its cache key
+# again at every request cost a tenth of a busy hour's pull.
+@functools.cache
+def _log_query(dialect_name: str):
+    held = select(SyncSubset.patient_id).where(SyncSubset.client_id == bindparam("client_id"),
+                                               SyncSubset.removed_gen.is_(None))
+    # The range after the cursor drives, in log order, and stops when the page is full.
+    # (On SQLite a row-value range made it read every change ever logged for the device's
+    # patients and sort them, so a poll cost more the more a device held.)
+    after = ChangeLog.after(bindparam("txid"), bindparam("seq"), dialect_name)
+    return (select(ChangeLog.txid, ChangeLog.seq, ChangeLog.entity, ChangeLog.entity_id,
+                   ChangeLog.version, EntityHistory.record)
+            .join(EntityHistory, and_(EntityHistory.entity == ChangeLog.entity,
+                                      EntityHistory.entity_id == ChangeLog.entity_id,
+                                      EntityHistory.version == ChangeLog.version))
+            .where(after, ChangeLog.patient_id.in_(held))
+            .order_by(ChangeLog.txid, ChangeLog.seq).limit(bindparam("room")))
+
+
 def _log(client: SyncClient, cursor: Cursor, room: int, view: DeviceView,
          seen: Horizon) -> tuple[list[dict], bool]:
     """The next changes in log order for the patients the device holds.
@@ -276,22 +296,12 @@ def _log(client: SyncClient, cursor: Cursor, room: int, view: DeviceView,
     moment for the older transaction to finish, so a device poked about a write gets it
     in this pull rather than at its next timer.
     """
-    held = select(SyncSubset.patient_id).where(SyncSubset.client_id == client.client_id,
-                                               SyncSubset.removed_gen.is_(None))
-    # The range after the cursor drives, in log order, and stops when the page is full.
-    # (On SQLite a row-value range made it read every change ever logged for the device's
-    # patients and sort them, so a poll cost more the more a device held.)
-    after = ChangeLog.after(cursor.txid, cursor.seq, db.session.get_bind().dialect.name)
-    query = (select(ChangeLog.txid, ChangeLog.seq, ChangeLog.entity, ChangeLog.entity_id,
-                    ChangeLog.version, EntityHistory.record)
-             .join(EntityHistory, and_(EntityHistory.entity == ChangeLog.entity,
-                                       EntityHistory.entity_id == ChangeLog.entity_id,
-                                       EntityHistory.version == ChangeLog.version))
-             .where(after, ChangeLog.patient_id.in_(held))
-             .order_by(ChangeLog.txid, ChangeLog.seq).limit(room))
+    query = _log_query(db.session.get_bind().dialect.name)
+    parameters = {"client_id": client.client_id, "txid": cursor.txid, "seq": cursor.seq,
+                  "room": room}
     give_up_at = time.monotonic() + current_app.config["SYNC_PULL_SETTLE_SECONDS"]
     while True:
-        rows = db.session.execute(query).all()
+        rows = db.session.execute(query, parameters).all()
         ready = rows if seen.below is None else [r for r in rows if r.txid < seen.below]
         held_back = len(ready) < len(rows)
         if not held_back or time.monotonic() >= give_up_at:

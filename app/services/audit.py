@@ -151,11 +151,13 @@ def _write_batch(engine, batch: list[_Turn]) -> None:
         turn.done = True
 
 
+_LAST_EVENT = select(AuditEvent.id, AuditEvent.hash).order_by(AuditEvent.id.desc()).limit(1)
+
+
 def _write(engine, entries: list[AuditEntry]) -> None:
     with engine.begin() as conn:
         _take_turn(conn)
-        last = conn.execute(select(AuditEvent.id, AuditEvent.hash)
-                            .order_by(AuditEvent.id.desc()).limit(1)).first()
+        last = conn.execute(_LAST_EVENT).first()
         next_id, prev_hash = (last.id + 1, last.hash) if last else (1, GENESIS_HASH)
         rows = []
         for entry in entries:

@@ -1,11 +1,12 @@
 """Bearer tokens: random, shown once, kept only as a hash."""
 from __future__ import annotations
 
+import functools
 import hashlib
 import secrets
 from datetime import timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import joinedload
 
 from app.domain.ids import new_id
@@ -32,8 +33,7 @@ def authenticate(token: str) -> ApiToken | None:
     """The live token behind this secret, or None; its user must still be active."""
     if not token.startswith(PREFIX):
         return None
-    row = db.session.execute(select(ApiToken).options(joinedload(ApiToken.user))
-                             .where(ApiToken.token_hash == _digest(token))).scalar_one_or_none()
+    row = db.session.execute(_by_hash(), {"token_hash": _digest(token)}).scalar_one_or_none()
     if row is None or row.revoked_at is not None or row.user.is_disabled:
         return None
     now = utcnow()
@@ -42,6 +42,13 @@ def authenticate(token: str) -> ApiToken | None:
     if row.last_used_at is None or now - row.last_used_at >= LAST_USED_PRECISION:
         row.last_used_at = now
     return row
+
+
+@functools.cache
+def _by_hash():
+    # Built once: every sync request asks it.
+    return (select(ApiToken).options(joinedload(ApiToken.user))
+            .where(ApiToken.token_hash == bindparam("token_hash")))
 
 
 def revoke_all_for(user_id: str) -> int:

@@ -1,13 +1,14 @@
 """Server-side sessions: the cookie carries a random token, the server decides if it is alive."""
 from __future__ import annotations
 
+import functools
 import hashlib
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta, timezone
 
 from flask import current_app, request, session
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 
 from app.database import read_only_intent, reset_write_intent, set_write_intent
 from app.domain.ids import new_id
@@ -48,11 +49,15 @@ def memberships_of(user: User) -> dict[str, frozenset[str]]:
     """The user's roles at each of their clinics, clinics in the order they joined them: one
     query, since every sync request needs both."""
     roles: dict[str, set[str]] = {}
-    for clinic_id, role in db.session.execute(
-            select(Membership.clinic_id, Membership.role).where(Membership.user_id == user.id)
-            .order_by(Membership.created_at)):
+    for clinic_id, role in db.session.execute(_memberships(), {"user_id": user.id}):
         roles.setdefault(clinic_id, set()).add(role)
     return {clinic_id: frozenset(held) for clinic_id, held in roles.items()}
+
+
+@functools.cache
+def _memberships():
+    return (select(Membership.clinic_id, Membership.role)
+            .where(Membership.user_id == bindparam("user_id")).order_by(Membership.created_at))
 
 
 def roles_at(user: User, clinic_id: str | None) -> frozenset[str]:
