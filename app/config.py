@@ -6,7 +6,6 @@ import secrets
 from datetime import timedelta
 from pathlib import Path
 
-from app import json_codec
 from app.crypto.config_keys import key_config
 
 
@@ -58,8 +57,8 @@ def build_config(instance_path: str, overrides: dict | None = None) -> dict:
         **key_config(env, app_env, secret, ConfigError),
         "SQLALCHEMY_DATABASE_URI": _normalise_url(database_url),
         "SQLALCHEMY_BINDS": {"audit": _normalise_url(audit_url)},
-        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True, "json_serializer": json_codec.dumps_text,
-                                      "json_deserializer": json_codec.loads},
+        # More engine options for the main database; every database's are in app/extensions.py.
+        "SQLALCHEMY_ENGINE_OPTIONS": {},
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",
         "SESSION_COOKIE_SECURE": app_env == "production",

@@ -12,6 +12,8 @@ from flask_wtf.csrf import CSRFProtect
 from sqlalchemy import MetaData
 from sqlalchemy.orm import DeclarativeBase
 
+from app import json_codec
+
 # Constraint names must be deterministic so migrations can drop and alter them
 # on every database, SQLite's batch mode included.
 NAMING_CONVENTION = {
@@ -27,7 +29,13 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
-db = SQLAlchemy(model_class=Base)
+# Every database, the audit one included (Flask-SQLAlchemy gives SQLALCHEMY_ENGINE_OPTIONS to
+# the default one only): a connection that died with a restart is replaced before use, and
+# JSON columns are written by orjson (app/json_codec.py).
+ENGINE_DEFAULTS = {"pool_pre_ping": True, "json_serializer": json_codec.dumps_text,
+                   "json_deserializer": json_codec.loads}
+
+db = SQLAlchemy(model_class=Base, engine_options=ENGINE_DEFAULTS)
 migrate = Migrate()
 login_manager = LoginManager()
 csrf = CSRFProtect()

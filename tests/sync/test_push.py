@@ -4,7 +4,7 @@ from __future__ import annotations
 import threading
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.exc import OperationalError
 
 from app.domain.ids import new_id
@@ -188,6 +188,28 @@ def test_a_failed_audit_write_applies_nothing_and_answers_503(device, patient_id
     monkeypatch.undo()
     assert nurse.push()[0]["status"] == "applied"
     assert count(Observation) == 1
+
+
+@pytest.mark.postgres
+def test_a_push_after_the_audit_databases_connections_were_cut_is_applied(device, patient_id,
+                                                                        backend):
+    """A PostgreSQL restart (or a failover) ends every pooled connection; the next push must not
+    be refused for a connection that is already gone."""
+    if backend != "postgresql":
+        pytest.skip("SQLite files have no server to lose")
+    nurse = device("nurse")
+    observe(nurse, patient_id, value=61)
+    assert nurse.push()[0]["status"] == "applied"  # the audit pool now holds a connection
+    audit_engine = db.engines["audit"]
+    with db.engines[None].connect() as admin:
+        cut = admin.execute(text(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = :name AND pid <> pg_backend_pid()"),
+            {"name": audit_engine.url.database}).scalar()
+    assert cut >= 1
+    observe(nurse, patient_id, value=62)
+    assert nurse.push()[0]["status"] == "applied"
+    assert count(Observation) == 2
 
 
 def test_a_database_fault_mid_batch_answers_503_with_retry_after_and_applies_nothing(
