@@ -140,7 +140,8 @@ def build_config(instance_path: str, overrides: dict | None = None) -> dict:
         # the Procfile gives a worker this many threads on top of GUNICORN_THREADS, and its
         # worker (app/gunicorn_worker.py) a connection for each stream it holds.
         "SYNC_EVENTS_STREAMS": int(env.get("SYNC_EVENTS_STREAMS", "96")),
-        "SYNC_EVENTS_BUSY_RETRY_SECONDS": float(env.get("SYNC_EVENTS_BUSY_RETRY_SECONDS", "30")),
+        # At least 2 s, whatever the setting says: never a tight loop of refused pages.
+        "SYNC_EVENTS_BUSY_RETRY_SECONDS": max(2.0, float(env.get("SYNC_EVENTS_BUSY_RETRY_SECONDS", "30"))),
         # When the device list in the console flags a device as at risk of losing data.
         "SYNC_RISK_PENDING_HOURS": float(env.get("SYNC_RISK_PENDING_HOURS", "24")),
         "SYNC_RISK_SILENT_DAYS": float(env.get("SYNC_RISK_SILENT_DAYS", "3")),

@@ -36,7 +36,6 @@ RETRY_SECONDS = 2.0
 # starts with the slower pace, which then holds when a stream breaks (the server restarting).
 RECONNECT_MS = 2000
 PLANNED_RECONNECT_MS = 300
-BUSY_RETRY_LEAST_SECONDS = 2.0
 # Without these a silently dropped connection (a NAT or a failover) would stop pokes for hours.
 PG_KEEPALIVES = {"keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10,
                  "keepalives_count": 3, "connect_timeout": 10}
@@ -197,8 +196,7 @@ def _busy(retry_seconds: float) -> str:
     `retry`. The delay is spread so that refused pages do not all return together; until
     then the device learns of its clinic's writes from its regular sync."""
     log.info("event stream refused: this process holds its SYNC_EVENTS_STREAMS")
-    # Never a tight loop, whatever the setting says.
-    wait_ms = round(max(BUSY_RETRY_LEAST_SECONDS, retry_seconds) * 1000
+    wait_ms = round(retry_seconds * 1000
                     * random.uniform(0.5, 1.5))  # nosec B311: jitter, not a secret
     return f"retry: {wait_ms}\n\nevent: busy\ndata: {{}}\n\n"
 

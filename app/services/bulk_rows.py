@@ -20,9 +20,10 @@ def insert_rows(connection, table, rows: list[dict]) -> None:
         connection.execute(_insert_into(table), rows)
         return
     columns = tuple(rows[0])
-    statement, processors = _copy_plan(table, columns, connection.dialect)
-    values = [[row[name] if process is None else process(row[name])
-               for name, process in zip(columns, processors)] for row in rows]
+    statement = _copy_statement(table, columns, connection.dialect)
+    processors = _processors(table, columns, connection.dialect)
+    values = [[_sent(row[name], process) for name, process in zip(columns, processors)]
+              for row in rows]
     copy_rows(connection, statement, values)
 
 
@@ -43,13 +44,21 @@ def _insert_into(table):
 
 
 @functools.lru_cache(maxsize=64)
-def _copy_plan(table, columns: tuple[str, ...], dialect) -> tuple[str, tuple]:
+def _copy_statement(table, columns: tuple[str, ...], dialect) -> str:
     quote = dialect.identifier_preparer
-    statement = (f"COPY {quote.format_table(table)} "
-                 f"({', '.join(quote.quote(name) for name in columns)}) FROM STDIN")
-    processors = tuple(table.c[name].type.dialect_impl(dialect).bind_processor(dialect)
-                       for name in columns)
-    return statement, processors
+    return (f"COPY {quote.format_table(table)} "
+            f"({', '.join(quote.quote(name) for name in columns)}) FROM STDIN")
+
+
+@functools.lru_cache(maxsize=64)
+def _processors(table, columns: tuple[str, ...], dialect) -> tuple:
+    """Each column's bind processor (None: sent as it is), as SQLAlchemy would apply it."""
+    return tuple(table.c[name].type.dialect_impl(dialect).bind_processor(dialect)
+                 for name in columns)
+
+
+def _sent(value, process):
+    return value if process is None else process(value)
 
 
 def update_rows(connection, table, rows: list[dict]) -> None:
@@ -58,10 +67,11 @@ def update_rows(connection, table, rows: list[dict]) -> None:
     elsewhere as one executemany. A row that is not there is an error, as in a flush."""
     columns = tuple(name for name in rows[0] if name != "id")
     if connection.dialect.name == "postgresql":
-        statement, processors = _unnest_plan(table, columns, connection.dialect)
-        arrays = {f"c{n}": [row[name] if process is None else process(row[name])
-                            for row in rows]
-                  for n, (name, process) in enumerate(zip(("id", *columns), processors))}
+        names = ("id", *columns)
+        processors = _processors(table, names, connection.dialect)
+        arrays = {f"c{n}": [_sent(row[name], process) for row in rows]
+                  for n, (name, process) in enumerate(zip(names, processors))}
+        statement = _unnest_statement(table, columns, connection.dialect)
         changed = connection.exec_driver_sql(statement, arrays).rowcount
     else:
         changed = connection.execute(_update_by_id(table, columns), [
@@ -79,15 +89,12 @@ def _update_by_id(table, columns: tuple[str, ...]):
 
 
 @functools.lru_cache(maxsize=64)
-def _unnest_plan(table, columns: tuple[str, ...], dialect) -> tuple[str, tuple]:
+def _unnest_statement(table, columns: tuple[str, ...], dialect) -> str:
     quote = dialect.identifier_preparer
     names = ("id", *columns)
     arrays = ", ".join(f"CAST(%(c{n})s AS {table.c[name].type.compile(dialect)}[])"
                        for n, name in enumerate(names))
     assignments = ", ".join(f"{quote.quote(name)} = v.{quote.quote(name)}" for name in columns)
     target, aliases = quote.format_table(table), ", ".join(quote.quote(n) for n in names)
-    statement = (f"UPDATE {target} AS t SET {assignments} "  # nosec B608: quoted names
-                 f"FROM unnest({arrays}) AS v({aliases}) WHERE t.id = v.id")
-    processors = tuple(table.c[name].type.dialect_impl(dialect).bind_processor(dialect)
-                       for name in names)
-    return statement, processors
+    return (f"UPDATE {target} AS t SET {assignments} "  # nosec B608: quoted names
+            f"FROM unnest({arrays}) AS v({aliases}) WHERE t.id = v.id")

@@ -66,8 +66,8 @@ class AppendedRows:
 
     def __init__(self) -> None:
         self.rows: dict[type, list[dict]] = {}
-        self.changes: dict[tuple[type, str], dict] = {}
-        self.changed_rows: list = []
+        # Each changed row, and its new values by column (with its "id").
+        self.changes: dict[tuple[type, str], tuple[object, dict]] = {}
 
     def add(self, model, row: dict) -> None:
         """`row` by column name, every row of a model with the same columns."""
@@ -80,12 +80,9 @@ class AppendedRows:
         what it would have taken; the batch is then applied one by one, with the right answer."""
         for name, value in values.items():
             set_committed_value(row, name, value)
-        key = (type(row), row.id)
-        if key not in self.changes:
-            self.changes[key] = {"id": row.id}
-            self.changed_rows.append(row)
+        _, new_values = self.changes.setdefault((type(row), row.id), (row, {"id": row.id}))
         columns = _column_names(type(row))
-        self.changes[key].update((columns[name], value) for name, value in values.items())
+        new_values.update((columns[name], value) for name, value in values.items())
 
     def write(self) -> None:
         if not self.rows and not self.changes:
@@ -94,25 +91,25 @@ class AppendedRows:
         for model, rows in self.rows.items():
             insert_rows(connection, model.__table__, rows)
         changed: dict[tuple, list[dict]] = {}
-        for (model, _), values in self.changes.items():
+        for (model, _), (_, values) in self.changes.items():
             changed.setdefault((model, tuple(values)), []).append(values)
         for (model, _), rows in changed.items():
             update_rows(connection, model.__table__, rows)
         # As a flush would: a record listing rows of these kinds is read again after a write.
         db.session.info.setdefault(_WRITTEN, set()).update(self.rows)
-        self.rows.clear()
-        self.changes.clear()
-        self.changed_rows.clear()
+        self._clear()
 
     def forget(self) -> None:
         """After a rollback: the changed objects no longer match the database (a rollback
         expires only what the unit of work wrote), so they are read again when next used."""
-        for row in self.changed_rows:
+        for row, _ in self.changes.values():
             if inspect(row).persistent:  # a row made in the rolled-back savepoint is gone
                 db.session.expire(row)
+        self._clear()
+
+    def _clear(self) -> None:
         self.rows.clear()
         self.changes.clear()
-        self.changed_rows.clear()
 
 
 @dataclass(frozen=True)
@@ -145,11 +142,12 @@ def _columns(model) -> tuple:
     if (issubclass(model, SealedRow) or mapper.relationships
             or ("to_record" in vars(model)) != ("record_of" in vars(model))):
         raise TypeError(f"{model.__name__} rows are written through the session")
-    return tuple((prop.key, prop.columns[0].key) for prop in mapper.column_attrs)
+    return tuple(_column_names(model).items())
 
 
 @functools.cache
 def _column_names(model) -> dict[str, str]:
+    """Each column attribute of a model, and the name of its column in the table."""
     return {prop.key: prop.columns[0].key for prop in inspect(model).column_attrs}
 
 

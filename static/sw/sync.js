@@ -72,6 +72,11 @@ async function rememberConflicts(db, batch, answers) {
 
 /** `body` posted as JSON, and the answer read: null when none came; `json` null when the
  * answer held none (a 204, a proxy's error page judged by its status, or one cut off). */
+/** Half of `n`, but not below `least`, and never more than `n` (a page already smaller). */
+function halved(n, least) {
+  return Math.max(Math.min(least, n), Math.floor(n / 2));
+}
+
 async function exchange(session, path, body, signal) {
   let response;
   try {
@@ -268,7 +273,7 @@ export class Syncer {
         });
       } catch (error) {
         // Too much for this link within the deadline (signatures weigh): send half next time.
-        if (error instanceof TimedOut && batch.length > 1) this.pushBatch = Math.max(1, Math.floor(batch.length / 2));
+        if (error instanceof TimedOut && batch.length > 1) this.pushBatch = halved(batch.length, 1);
         throw error;
       }
       if ((reply.status === 200 || reply.status === 409) && !Array.isArray(reply.body.results)) {
@@ -336,7 +341,7 @@ export class Syncer {
         try {
           reply = await this.post(session, "/sync/v1/pull", { protocol: PROTOCOL, client_id: clientId, cursor: from, limit, telemetry });
         } catch (error) {
-          if (error instanceof TimedOut) this.pullLimit = Math.max(PULL_LIMIT_LEAST, Math.floor(limit / 2));
+          if (error instanceof TimedOut) this.pullLimit = halved(limit, PULL_LIMIT_LEAST);
           throw error;
         }
         inHand += 1;

@@ -191,12 +191,11 @@ def test_a_failed_audit_write_applies_nothing_and_answers_503(device, patient_id
 
 
 @pytest.mark.postgres
+@pytest.mark.parametrize("backend", ["postgresql"])  # SQLite files have no server to lose
 def test_a_push_after_the_audit_databases_connections_were_cut_is_applied(device, patient_id,
                                                                         backend):
     """A PostgreSQL restart (or a failover) ends every pooled connection; the next push must not
     be refused for a connection that is already gone."""
-    if backend != "postgresql":
-        pytest.skip("SQLite files have no server to lose")
     nurse = device("nurse")
     observe(nurse, patient_id, value=61)
     assert nurse.push()[0]["status"] == "applied"  # the audit pool now holds a connection
