@@ -131,6 +131,9 @@ def build_config(instance_path: str, overrides: dict | None = None) -> dict:
         # e.g. "observation=730,note=1825": how many days back each category goes to devices.
         **({"SYNC_HISTORY_DAYS": _days_per_category(env["SYNC_HISTORY_DAYS"])}
            if env.get("SYNC_HISTORY_DAYS") else {}),
+        # Sync requests one process runs at once; the others wait, pushes first (sync_api/turns.py).
+        "SYNC_RUNNING_REQUESTS": int(env.get("SYNC_RUNNING_REQUESTS", "2")),
+        "SYNC_TURN_WAIT_SECONDS": float(env.get("SYNC_TURN_WAIT_SECONDS", "30")),
         "SYNC_PULL_SETTLE_SECONDS": float(env.get("SYNC_PULL_SETTLE_SECONDS", "1.0")),
         "SYNC_EVENTS_MAX_SECONDS": float(env.get("SYNC_EVENTS_MAX_SECONDS", "55")),
         "SYNC_EVENTS_KEEPALIVE_SECONDS": float(env.get("SYNC_EVENTS_KEEPALIVE_SECONDS", "15")),

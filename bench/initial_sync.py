@@ -59,7 +59,7 @@ def parse_args():
                     help="after the timed runs, one more app run with the service worker's thread sampled "
                          "by the V8 profiler (CDP); prints where its time goes")
     ap.add_argument("--workers", type=int, default=2, help="gunicorn workers (Procfile WEB_CONCURRENCY)")
-    ap.add_argument("--threads", type=int, default=32, help="threads per worker (GUNICORN_THREADS)")
+    ap.add_argument("--threads", type=int, default=128, help="threads per worker (GUNICORN_THREADS)")
     ap.add_argument("--app-port", type=int, default=18500)
     ap.add_argument("--peer-port", type=int, default=18501)
     ap.add_argument("--work", default="/tmp/bench-browser",

@@ -67,7 +67,7 @@ def parse_args():
     ap.add_argument("--no-peer", action="store_true")
     ap.add_argument("--no-ceiling", action="store_true")
     ap.add_argument("--workers", type=int, default=2, help="gunicorn workers (Procfile WEB_CONCURRENCY)")
-    ap.add_argument("--threads", type=int, default=32, help="threads per worker (GUNICORN_THREADS)")
+    ap.add_argument("--threads", type=int, default=128, help="threads per worker (GUNICORN_THREADS)")
     ap.add_argument("--app-port", type=int, default=18600)
     ap.add_argument("--relay-port", type=int, default=18605)
     ap.add_argument("--peer-port", type=int, default=18620)

@@ -51,7 +51,7 @@ def parse_args():
                     help="mutations per case recorded for the row census and ceiling (at most N)")
     ap.add_argument("--no-peer", action="store_true", help="skip the PouchDB peer")
     ap.add_argument("--workers", type=int, default=2, help="gunicorn workers (Procfile WEB_CONCURRENCY)")
-    ap.add_argument("--threads", type=int, default=32, help="threads per worker (GUNICORN_THREADS)")
+    ap.add_argument("--threads", type=int, default=128, help="threads per worker (GUNICORN_THREADS)")
     ap.add_argument("--pg-port", type=int, default=55499)
     ap.add_argument("--app-port", type=int, default=18410, help="SQLite app; PostgreSQL app gets +1")
     ap.add_argument("--peer-port", type=int, default=15994)

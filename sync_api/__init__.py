@@ -14,7 +14,7 @@ from app.models.records import to_json_value
 from app.models.types import utcnow
 from app.services import audit
 from app.services.audit import AuditUnavailable
-from sync_api import events, openapi
+from sync_api import events, openapi, turns
 from sync_api.auth import current_actor, require_clinical
 from sync_api.clients import claim
 from sync_api.errors import SyncError
@@ -28,6 +28,7 @@ csrf.exempt(bp)  # browsers are checked in auth.current_actor; bearer clients ca
 
 
 def register_sync(app: Flask) -> None:
+    app.extensions["sync_turns"] = turns.Turns(app.config["SYNC_RUNNING_REQUESTS"])
     app.register_blueprint(bp)
     events.init_app(app)
 
@@ -46,6 +47,24 @@ def register_sync(app: Flask) -> None:
 @bp.before_request
 def _limit_body():
     request.max_content_length = current_app.config["SYNC_MAX_BODY_BYTES"]
+
+
+_TAKES_TURNS = {"sync.push_route": turns.WRITE, "sync.pull_route": turns.READ,
+                "sync.heartbeat_route": turns.READ}
+
+
+@bp.before_request
+def _take_turn():
+    # Before authentication, whose query would already hold a pooled connection.
+    kind = _TAKES_TURNS.get(request.endpoint)
+    if kind is not None and not turns.begin(kind):
+        return _sync_error(_busy("The server is busy with other devices"))
+    return None
+
+
+@bp.teardown_request
+def _give_back_turn(_exc):
+    turns.end()
 
 
 @bp.errorhandler(SyncError)
