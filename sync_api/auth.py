@@ -9,7 +9,6 @@ from app.domain import roles as role_rules
 from app.extensions import csrf
 from app.services import tokens
 from app.services.actor import Actor
-from app.web.sessions import memberships_of
 from sync_api.errors import SyncError
 
 
@@ -21,16 +20,15 @@ def current_actor() -> Actor:
         scheme, _, secret = header.partition(" ")
         if scheme.lower() != "bearer" or not secret.strip():
             raise _unauthenticated("Use 'Authorization: Bearer <token>'. Nothing was applied.")
-        token = tokens.authenticate(secret.strip())
-        if token is None:
+        bearer = tokens.authenticate(secret.strip())
+        if bearer is None:
             raise _unauthenticated("This token is not valid, was revoked or belongs to a "
                                    "disabled account. Nothing was applied.")
-        user = token.user
-        memberships = memberships_of(user)
-        clinic_id = (token.clinic_id if token.clinic_id in memberships
+        memberships = bearer.memberships
+        clinic_id = (bearer.token_clinic_id if bearer.token_clinic_id in memberships
                      else next(iter(memberships), None))
-        return Actor(user_id=user.id, username=user.username,
-                     organization_id=user.organization_id, clinic_id=clinic_id,
+        return Actor(user_id=bearer.user_id, username=bearer.username,
+                     organization_id=bearer.organization_id, clinic_id=clinic_id,
                      roles=memberships.get(clinic_id, frozenset()), client_id=client_id,
                      request_id=g.get("request_id"))
     if not current_user.is_authenticated:

@@ -4,14 +4,15 @@ from __future__ import annotations
 import functools
 import hashlib
 import secrets
+from dataclasses import dataclass
 from datetime import timedelta
 
 from sqlalchemy import bindparam, select, update
-from sqlalchemy.orm import joinedload
 
+from app.domain import roles
 from app.domain.ids import new_id
 from app.extensions import db
-from app.models import ApiToken, User
+from app.models import ApiToken, Membership, User
 from app.models.types import utcnow
 
 PREFIX = "crt_"
@@ -29,26 +30,49 @@ def issue(user: User, name: str, clinic_id: str | None = None) -> str:
     return token
 
 
-def authenticate(token: str) -> ApiToken | None:
-    """The live token behind this secret, or None; its user must still be active."""
+@dataclass(frozen=True)
+class Bearer:
+    """Who holds a live token: its user, and the user's roles at each of their clinics (in the
+    order they joined them)."""
+    user_id: str
+    username: str
+    organization_id: str
+    token_clinic_id: str | None
+    memberships: dict[str, frozenset[str]]
+
+
+def authenticate(token: str) -> Bearer | None:
+    """The holder of the live token behind this secret, or None; the user must be active.
+
+    One query reads the token, its user and their memberships: every sync request asks."""
     if not token.startswith(PREFIX):
         return None
-    row = db.session.execute(_by_hash(), {"token_hash": _digest(token)}).scalar_one_or_none()
-    if row is None or row.revoked_at is not None or row.user.is_disabled:
+    rows = db.session.execute(_bearer(), {"token_hash": _digest(token)}).all()
+    if not rows or rows[0].revoked_at is not None or rows[0].disabled_at is not None:
         return None
+    first = rows[0]
     now = utcnow()
     # A device syncs every few seconds: writing the time each request would cost an UPDATE
     # per request for a figure read in minutes.
-    if row.last_used_at is None or now - row.last_used_at >= LAST_USED_PRECISION:
-        row.last_used_at = now
-    return row
+    if first.last_used_at is None or now - first.last_used_at >= LAST_USED_PRECISION:
+        db.session.execute(update(ApiToken).where(ApiToken.id == first.token_id)
+                           .values(last_used_at=now))
+    return Bearer(user_id=first.user_id, username=first.username,
+                  organization_id=first.organization_id, token_clinic_id=first.clinic_id,
+                  memberships=roles.by_clinic((row.member_of, row.role) for row in rows))
 
 
 @functools.cache
-def _by_hash():
+def _bearer():
     # Built once: every sync request asks it.
-    return (select(ApiToken).options(joinedload(ApiToken.user))
-            .where(ApiToken.token_hash == bindparam("token_hash")))
+    return (select(ApiToken.id.label("token_id"), ApiToken.clinic_id, ApiToken.last_used_at,
+                   ApiToken.revoked_at, User.id.label("user_id"), User.username,
+                   User.organization_id, User.disabled_at,
+                   Membership.clinic_id.label("member_of"), Membership.role)
+            .join(User, User.id == ApiToken.user_id)
+            .outerjoin(Membership, Membership.user_id == User.id)
+            .where(ApiToken.token_hash == bindparam("token_hash"))
+            .order_by(Membership.created_at))
 
 
 def revoke_all_for(user_id: str) -> int:

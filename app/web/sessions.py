@@ -11,6 +11,7 @@ from flask import current_app, request, session
 from sqlalchemy import bindparam, select, update
 
 from app.database import read_only_intent, reset_write_intent, set_write_intent
+from app.domain import roles
 from app.domain.ids import new_id
 from app.extensions import db
 from app.models import Membership, User, UserSession
@@ -48,10 +49,7 @@ class Principal:
 def memberships_of(user: User) -> dict[str, frozenset[str]]:
     """The user's roles at each of their clinics, clinics in the order they joined them: one
     query, since every sync request needs both."""
-    roles: dict[str, set[str]] = {}
-    for clinic_id, role in db.session.execute(_memberships(), {"user_id": user.id}):
-        roles.setdefault(clinic_id, set()).add(role)
-    return {clinic_id: frozenset(held) for clinic_id, held in roles.items()}
+    return roles.by_clinic(db.session.execute(_memberships(), {"user_id": user.id}))
 
 
 @functools.cache

@@ -431,7 +431,8 @@ def test_tokens_create_prints_a_token_and_stores_only_its_hash(app, world):
     assert token not in stored and token[4:] not in stored
 
     found = tokens.authenticate(token)
-    assert found is not None and found.user_id == pharmacist.id and found.id == row.id
+    assert found is not None and found.user_id == pharmacist.id
+    assert found.memberships == {world.clinics["A"].id: frozenset({r.PHARMACIST})}
     assert tokens.authenticate(token[:-1] + ("a" if token[-1] != "a" else "b")) is None
     assert tokens.authenticate("crt_" + "x" * 43) is None
     assert tokens.authenticate(token[4:]) is None
