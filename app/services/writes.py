@@ -5,7 +5,7 @@ import functools
 from dataclasses import dataclass, field
 from itertools import chain
 
-from sqlalchemy import BigInteger, String, bindparam, event, func, inspect, select
+from sqlalchemy import bindparam, event, inspect, select
 from sqlalchemy.orm import Session, selectinload
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -325,7 +325,7 @@ class WriteContext:
             "changed_by": self.actor.user_id, "changed_at": now})
         clinic_id = clinic_id or self.actor.clinic_id
         self.appended.add(ChangeLog, {
-            "txid": current_txid() or 0, "entity": entity, "entity_id": row.id,
+            "entity": entity, "entity_id": row.id,
             "version": row.version, "op": "put", "clinic_id": clinic_id, "patient_id": patient_id,
             "origin_mid": self.mutation.mid, "origin_client_id": self.mutation.client_id,
             "origin_seq": self.mutation.seq, "created_at": now})
@@ -406,23 +406,7 @@ def _note_written(session: Session, _context, _instances) -> None:
     written.update(type(row) for row in (*session.new, *session.dirty, *session.deleted))
 
 
-_TXID = "change_log_txid"
-
-
-def current_txid() -> int | None:
-    """PostgreSQL's id of the open transaction (None on SQLite), asked once per transaction:
-    every change-log row of a transaction carries the same one, and a plain value lets the
-    batch's rows go to the database in one statement."""
-    info = db.session.info
-    if _TXID not in info:  # a batch asks once per row: the bind is looked up only once
-        info[_TXID] = (db.session.execute(select(
-            func.cast(func.cast(func.pg_current_xact_id(), String), BigInteger))).scalar_one()
-            if db.session.get_bind().dialect.name == "postgresql" else None)
-    return info[_TXID]
-
-
 @event.listens_for(Session, "after_transaction_end")
 def _forget_transaction(session: Session, transaction) -> None:
     if transaction.parent is None:
-        session.info.pop(_TXID, None)
         session.info.pop(_WRITTEN, None)
