@@ -169,8 +169,16 @@ def _rows_written(statement: str, rowcount: int) -> int:
     upper = statement.lstrip().upper()
     if rowcount > 0 or not (upper.startswith("INSERT") and "RETURNING" in upper):
         return rowcount
-    values = upper.split(" VALUES ", 1)
-    return values[1].count("), (") + 1 if len(values) == 2 else 1
+    return _value_groups(statement)
+
+
+def _value_groups(statement: str) -> int:
+    """Rows one execution of the statement writes: an INSERT of several VALUES (the app
+    sends a few rows to PostgreSQL that way) writes one per group."""
+    upper = statement.lstrip().upper()
+    if not upper.startswith("INSERT") or " VALUES " not in upper:
+        return 1
+    return upper.split(" VALUES ", 1)[1].count("), (") + 1
 
 
 def _raw(backend, url):
@@ -195,7 +203,7 @@ def replay(backend, urls, transactions) -> tuple[float, int]:
         for statement, params, many in writes:
             groups.setdefault(statement, []).extend(params if many else [params])
         plan.append((key, list(groups.items())))
-    rows = sum(len(p) for _, g in plan for _, p in g)
+    rows = sum(len(p) * _value_groups(s) for _, g in plan for s, p in g)
     sqlite = backend.name == "sqlite"
     try:
         t0 = time.perf_counter()
