@@ -12,6 +12,7 @@ from app.services.apply import (
     StoredAnswer, answer_again, apply_in_order, rejected_result, stored_results,
 )
 from app.services.results import DUPLICATE, Mutation, Rejection, Result, patient_of
+from sync_api import turns
 from sync_api.subset import DeviceView, allowed_categories
 
 
@@ -102,6 +103,7 @@ def _reject(mutation: Mutation, code: str, message: str) -> Result:
 
 def _audit(actor: Actor, client_id: str, new: list[tuple[Mutation, Result]]) -> None:
     """One event per newly answered mutation; raises AuditUnavailable, and then nothing commits."""
+    turns.end()
     audit.append([audit.AuditEntry(
         action=f"mutation.{m.type}", outcome=r.status, user_id=actor.user_id,
         username=actor.username, role=actor.role_names, clinic_id=actor.clinic_id,

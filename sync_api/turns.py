@@ -7,6 +7,12 @@ a pull is a read the device will simply make again. So a process runs a few sync
 once (the interpreter runs one thread at a time anyway: the others only overlap their waits on
 the database), and each turn that ends goes to the oldest waiting push, or failing one, to the
 oldest waiting pull.
+
+A request gives its turn back when it reaches the audit log. Appends take turns on the one
+hash chain across every process; waiting there costs no CPU, and the requests that wait
+together are written together (app/services/audit.py), so a turn held through that wait would
+both idle the process and keep the group small. What follows the append (the commit and the
+answer) is short and runs without a turn.
 """
 from __future__ import annotations
 
@@ -70,6 +76,7 @@ def begin(kind: int) -> bool:
 
 
 def end() -> None:
+    """Give this request's turn to the next in line (again: nothing)."""
     if g.pop("sync_turn", None) is not None:
         _turns().give_back()
 

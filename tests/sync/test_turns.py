@@ -10,6 +10,7 @@ from sqlalchemy import func, select
 import sync_api
 from app.extensions import db
 from app.models import Observation
+from app.services import audit
 from sync_api.client import Unreachable
 from sync_api.turns import READ, WRITE, Turns
 from tests.conftest import config
@@ -156,3 +157,40 @@ def test_while_a_pull_runs_a_push_that_came_later_goes_before_the_pull_waiting_a
     assert failures == []
     assert started == ["pull", "push", "pull"]
     assert count_observations() == 1
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("backend", ["postgresql"])  # SQLite has one writer: the second waits
+@config(SYNC_RUNNING_REQUESTS=1, SYNC_TURN_WAIT_SECONDS=2)
+def test_a_push_waiting_to_write_the_audit_log_lets_another_push_run(
+        app, device, world, register, monkeypatch, backend):
+    patient_id = register(world.actor("registration_clerk"))
+    first, second = device("nurse"), device("nurse")
+    observe(first, patient_id, value=61)
+    observe(second, patient_id, value=62)
+    in_audit, go_on = threading.Event(), threading.Event()
+    real_append = audit.append
+
+    def append(entries):
+        if not in_audit.is_set():
+            in_audit.set()
+            go_on.wait(10)
+        return real_append(entries)
+    monkeypatch.setattr(audit, "append", append)
+    answers, failures = {}, []
+
+    def run(name, device_):
+        try:
+            with app.app_context():
+                answers[name] = device_.push()[0]["status"]
+        except Exception as exc:  # noqa: BLE001
+            failures.append(exc)
+    waiting = threading.Thread(target=run, args=("first", first))
+    waiting.start()
+    assert in_audit.wait(10)
+    run("second", second)  # with the one turn held through the audit wait, this would hang
+    assert answers == {"second": "applied"}
+    go_on.set()
+    waiting.join(10)
+    assert failures == [] and answers == {"second": "applied", "first": "applied"}
+    assert count_observations() == 2
