@@ -47,10 +47,17 @@ def forget(slot: int) -> None:
 
 class StreamingThreadWorker(ThreadWorker):
     def init_process(self):
-        self._slot = self.age % _SLOTS  # ages count up from 1; a reused slot was left long ago
+        # Ages count up from 1. A worker 64 restarts younger than a live one would share its
+        # slot: the two then count as one, and the balance is only rougher, never wrong.
+        self._slot = self.age % _SLOTS
         try:
             super().init_process()
         finally:
+            forget(self._slot)
+
+    def notify(self):
+        super().notify()
+        if not self.alive:  # draining to stop: the others must not wait for it to take more
             forget(self._slot)
 
     @property
@@ -58,7 +65,7 @@ class StreamingThreadWorker(ThreadWorker):
         streams = open_streams.held()
         bound = self._request_connections + streams
         slot = getattr(self, "_slot", None)
-        if slot is None:  # the master, checking the configuration
+        if slot is None:  # before init_process: no slot yet
             return bound
         requests = self.nr_conns - streams
         publish(slot, requests)

@@ -179,7 +179,7 @@ def _audit_reads(actor, client_id: str, changes: list[dict]) -> None:
             continue
         pid = change["id"] if change["entity"] == "patient" else change["record"].get("patient_id")
         patients[pid] = patients.get(pid, 0) + 1
-    turns.end()
+    turns.step_aside()
     audit.append([audit.AuditEntry(
         action="sync.pull", user_id=actor.user_id, username=actor.username,
         role=actor.role_names, clinic_id=actor.clinic_id, patient_id=pid, device=client_id,

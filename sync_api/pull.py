@@ -25,6 +25,7 @@ from app.models.records import RecordMixin, to_json_value
 from app.models.sealed import SealedRow, open_record
 from app.models.types import utcnow
 from app.services.actor import Actor
+from sync_api import turns
 from sync_api.cursor import Cursor, seal, unseal
 from sync_api.epoch import current_epoch
 from sync_api.subset import (
@@ -294,7 +295,7 @@ def _log(client: SyncClient, cursor: Cursor, room: int, view: DeviceView,
     A change committed by a transaction younger than one still running is held back (it
     sits above the horizon). When this device has such a change waiting, the pull waits a
     moment for the older transaction to finish, so a device poked about a write gets it
-    in this pull rather than at its next timer.
+    in this pull rather than at its next timer; unless pushes are waiting for a turn.
     """
     query = _log_query(db.session.get_bind().dialect.name)
     parameters = {"client_id": client.client_id, "txid": cursor.txid, "seq": cursor.seq,
@@ -304,7 +305,9 @@ def _log(client: SyncClient, cursor: Cursor, room: int, view: DeviceView,
         rows = db.session.execute(query, parameters).all()
         ready = rows if seen.below is None else [r for r in rows if r.txid < seen.below]
         held_back = len(ready) < len(rows)
-        if not held_back or time.monotonic() >= give_up_at:
+        # Not while pushes wait for the turn this pull holds: the device gets the change at
+        # its next pull, soon at an hour that busy, and a write waiting would be at risk.
+        if not held_back or time.monotonic() >= give_up_at or turns.pushes_waiting():
             break
         time.sleep(0.02)
         seen = horizon(again=True)

@@ -103,7 +103,7 @@ def _reject(mutation: Mutation, code: str, message: str) -> Result:
 
 def _audit(actor: Actor, client_id: str, new: list[tuple[Mutation, Result]]) -> None:
     """One event per newly answered mutation; raises AuditUnavailable, and then nothing commits."""
-    turns.end()
+    turns.step_aside()
     audit.append([audit.AuditEntry(
         action=f"mutation.{m.type}", outcome=r.status, user_id=actor.user_id,
         username=actor.username, role=actor.role_names, clinic_id=actor.clinic_id,

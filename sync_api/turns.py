@@ -8,11 +8,13 @@ once (the interpreter runs one thread at a time anyway: the others only overlap 
 the database), and each turn that ends goes to the oldest waiting push, or failing one, to the
 oldest waiting pull.
 
-A request gives its turn back when it reaches the audit log. Appends take turns on the one
-hash chain across every process; waiting there costs no CPU, and the requests that wait
-together are written together (app/services/audit.py), so a turn held through that wait would
-both idle the process and keep the group small. What follows the append (the commit and the
-answer) is short and runs without a turn.
+A request steps aside, giving its turn back, when it reaches the audit log. Appends take turns
+on the one hash chain across every process; waiting there costs no CPU, and the requests that
+wait together are written together (app/services/audit.py), so a turn held through that wait
+would both idle the process and keep the group small. What follows the append (the commit,
+writing the answer) runs without a turn. A request that stepped aside still holds its database
+connection and transaction, so only AWAY_AT_MOST may be away at once; the next keeps its turn
+through the append. No request waits for a turn once it has stepped aside.
 """
 from __future__ import annotations
 
@@ -22,15 +24,18 @@ from collections import deque
 from flask import current_app, g
 
 WRITE, READ = 0, 1
+# With 2 running, at most 10 sync requests hold a connection of the pool's 15 (5 + 10).
+AWAY_AT_MOST = 8
 
 
 class Turns:
-    def __init__(self, running: int):
+    def __init__(self, running: int, away_at_most: int = AWAY_AT_MOST):
         if running < 1:
             raise ValueError("at least one request must be able to run")
         self._lock = threading.Lock()
         self._free = running
         self._waiting: tuple[deque, deque] = (deque(), deque())  # by kind: WRITE, READ
+        self._away, self._away_at_most = 0, away_at_most
 
     def take(self, kind: int, timeout: float) -> bool:
         """Wait for a turn; False if none came within `timeout` seconds."""
@@ -57,6 +62,19 @@ class Turns:
                     return
             self._free += 1
 
+    def step_aside(self) -> bool:
+        """Give the turn back for the rest of the request, unless enough are away already."""
+        with self._lock:
+            if self._away >= self._away_at_most:
+                return False
+            self._away += 1
+        self.give_back()
+        return True
+
+    def came_back(self) -> None:
+        with self._lock:
+            self._away -= 1
+
     def waiting(self) -> tuple[int, int]:
         """How many pushes and pulls wait now."""
         with self._lock:
@@ -75,8 +93,20 @@ def begin(kind: int) -> bool:
     return True
 
 
+def step_aside() -> None:
+    """At the audit log: let the next request run meanwhile, if few are away already."""
+    if g.get("sync_turn") is not None and _turns().step_aside():
+        g.pop("sync_turn")
+        g.sync_away = True
+
+
 def end() -> None:
-    """Give this request's turn to the next in line (again: nothing)."""
+    """The request is over: its turn, if it still holds one, goes to the next in line."""
     if g.pop("sync_turn", None) is not None:
         _turns().give_back()
+    if g.pop("sync_away", False):
+        _turns().came_back()
 
+
+def pushes_waiting() -> bool:
+    return _turns().waiting()[WRITE] > 0

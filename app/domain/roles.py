@@ -29,15 +29,6 @@ CLINICAL_ROLES = frozenset({REGISTRATION_CLERK, NURSE, CLINICIAN, PHARMACIST, LA
 ADMIN_ROLES = frozenset({CLINIC_ADMIN, ORG_ADMIN})
 AUDIT_VIEWER_ROLES = frozenset({CLINIC_ADMIN, ORG_ADMIN, PRIVACY_OFFICER})
 
-
-def by_clinic(memberships) -> dict[str, frozenset[str]]:
-    """(clinic_id, role) pairs, clinics in the order given, as each clinic's set of roles.
-    A pair with no clinic (a person with no membership, from an outer join) adds nothing."""
-    roles: dict[str, set[str]] = {}
-    for clinic_id, role in memberships:
-        if clinic_id is not None:
-            roles.setdefault(clinic_id, set()).add(role)
-    return {clinic_id: frozenset(held) for clinic_id, held in roles.items()}
 # Break-glass (DESIGN.md §6): the clinician decides on care in an emergency, so only they
 # open a patient outside their clinic; the privacy officer reviews each opening.
 BREAK_GLASS_ROLES = frozenset({CLINICIAN})
@@ -77,3 +68,13 @@ def home_station(roles: frozenset[str]) -> str | None:
         if role in roles:
             return HOME_STATION[role]
     return None
+
+
+def by_clinic(memberships) -> dict[str, frozenset[str]]:
+    """(clinic_id, role) pairs, clinics in the order given, as each clinic's set of roles.
+    A pair with no clinic (a person with no membership, from an outer join) adds nothing."""
+    roles: dict[str, set[str]] = {}
+    for clinic_id, role in memberships:
+        if clinic_id is not None:
+            roles.setdefault(clinic_id, set()).add(role)
+    return {clinic_id: frozenset(held) for clinic_id, held in roles.items()}

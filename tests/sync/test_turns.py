@@ -194,3 +194,15 @@ def test_a_push_waiting_to_write_the_audit_log_lets_another_push_run(
     waiting.join(10)
     assert failures == [] and answers == {"second": "applied", "first": "applied"}
     assert count_observations() == 2
+
+
+def test_only_so_many_requests_step_aside_at_the_audit_log_at_once():
+    turns = Turns(1, away_at_most=1)
+    assert turns.take(WRITE, 0)
+    assert turns.step_aside()  # its turn is free for the next request
+    assert turns.take(WRITE, 0)
+    assert not turns.step_aside()  # one is away already: this one keeps its turn
+    assert not turns.take(READ, 0)
+    turns.came_back()
+    assert turns.step_aside()
+    assert turns.take(READ, 0)
