@@ -99,3 +99,18 @@ def test_upgrade_after_a_downgrade_rebuilds_the_same_schema(fresh_app):
                 "INSERT INTO audit_event (id, at, action, outcome, detail, prev_hash, hash) "
                 "VALUES (1, CURRENT_TIMESTAMP, 'x', 'success', '{}', 'a', 'b')"))
             conn.execute(sa.text("DELETE FROM audit_event"))
+
+
+def test_the_change_log_takes_its_position_from_the_writing_transaction(fresh_app):
+    """Writers leave txid out (migration 0007): PostgreSQL fills in the transaction's id, by
+    which pulls order the log; SQLite, whose single writer commits in seq order, fills in 0."""
+    flask_migrate.upgrade()
+    engine = db.engines[None]
+    with engine.begin() as conn:
+        own = (conn.execute(sa.text("SELECT pg_current_xact_id()::text::bigint")).scalar()
+               if engine.dialect.name == "postgresql" else 0)
+        conn.execute(sa.text(
+            "INSERT INTO change_log (entity, entity_id, version, op, created_at) "
+            "VALUES ('patient', '00000000-0000-4000-8000-000000000001', 1, 'put', :now)"),
+            {"now": "2026-11-22 12:00:00+00:00"})
+        assert conn.execute(sa.text("SELECT txid FROM change_log")).scalar() == own
