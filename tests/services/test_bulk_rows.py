@@ -1,0 +1,52 @@
+"""Rows written in bulk land as the ORM would write them, whichever way they are sent."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from app.domain.ids import new_id
+from app.extensions import db
+from app.models import EntityHistory
+from app.services.bulk_rows import FEW_ROWS, insert_rows
+
+pytestmark = pytest.mark.postgres
+
+
+def history_rows(count: int) -> list[dict]:
+    entity_id = new_id()
+    return [{"entity": "observation", "entity_id": entity_id, "version": version,
+             "record": {"value": version * 1.5, "note": "ünïcode \"quoted\"", "tags": [1, None],
+                        "nested": {"at": "2026-11-22T09:00:00Z"}},
+             "mid": new_id() if version % 2 else None, "changed_by": None,
+             "changed_at": datetime(2026, 11, 22, 9, version, 30, 123456, tzinfo=timezone.utc)}
+            for version in range(1, count + 1)]
+
+
+def stored(entity_id: str) -> list[dict]:
+    db.session.expire_all()
+    rows = db.session.scalars(select(EntityHistory).where(EntityHistory.entity_id == entity_id)
+                              .order_by(EntityHistory.version)).all()
+    return [{"entity": r.entity, "entity_id": r.entity_id, "version": r.version,
+             "record": r.record, "mid": r.mid, "changed_by": r.changed_by,
+             "changed_at": r.changed_at} for r in rows]
+
+
+@pytest.mark.parametrize("count", [1, FEW_ROWS, FEW_ROWS + 1, 40])
+def test_rows_read_back_as_they_were_given(app, count):
+    rows = history_rows(count)
+    insert_rows(db.session.connection(), EntityHistory.__table__, rows)
+    db.session.commit()
+    assert stored(rows[0]["entity_id"]) == rows
+
+
+@pytest.mark.parametrize("count", [FEW_ROWS, FEW_ROWS + 1])
+def test_a_row_that_breaks_a_constraint_is_an_integrity_error_and_writes_nothing(app, count):
+    rows = history_rows(count)
+    rows[-1]["version"] = rows[0]["version"]  # the same (entity, entity_id, version) twice
+    with pytest.raises(IntegrityError):
+        insert_rows(db.session.connection(), EntityHistory.__table__, rows)
+    db.session.rollback()
+    assert stored(rows[0]["entity_id"]) == []
