@@ -48,9 +48,9 @@ def authenticate(token: str) -> Bearer | None:
     if not token.startswith(PREFIX):
         return None
     rows = db.session.execute(_bearer(), {"token_hash": _digest(token)}).all()
-    if not rows or rows[0].revoked_at is not None or rows[0].disabled_at is not None:
+    first = rows[0] if rows else None
+    if first is None or first.revoked_at is not None or first.disabled_at is not None:
         return None
-    first = rows[0]
     now = utcnow()
     # A device syncs every few seconds: writing the time each request would cost an UPDATE
     # per request for a figure read in minutes.

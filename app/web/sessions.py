@@ -48,7 +48,7 @@ class Principal:
 
 def memberships_of(user: User) -> dict[str, frozenset[str]]:
     """The user's roles at each of their clinics, clinics in the order they joined them: one
-    query, since every sync request needs both."""
+    query, since every signed-in page needs both (a bearer token reads them with the token)."""
     return roles.by_clinic(db.session.execute(_memberships(), {"user_id": user.id}))
 
 

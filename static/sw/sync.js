@@ -70,13 +70,13 @@ async function rememberConflicts(db, batch, answers) {
   await setSecretMeta(db, { conflicts: [...fresh, ...held].slice(0, CONFLICTS_KEPT) });
 }
 
-/** `body` posted as JSON, and the answer read: null when none came; `json` null when the
- * answer held none (a 204, a proxy's error page judged by its status, or one cut off). */
 /** Half of `n`, but not below `least`, and never more than `n` (a page already smaller). */
 function halved(n, least) {
   return Math.max(Math.min(least, n), Math.floor(n / 2));
 }
 
+/** `body` posted as JSON, and the answer read: null when none came; `json` null when the
+ * answer held none (a 204, a proxy's error page judged by its status, or one cut off). */
 async function exchange(session, path, body, signal) {
   let response;
   try {
