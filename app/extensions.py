@@ -30,9 +30,9 @@ class Base(DeclarativeBase):
 
 
 # Every database, the audit one included (Flask-SQLAlchemy gives SQLALCHEMY_ENGINE_OPTIONS to
-# the default one only): a connection that died with a restart is replaced before use, and
-# JSON columns are written by orjson (app/json_codec.py).
-ENGINE_DEFAULTS = {"pool_pre_ping": True, "json_serializer": json_codec.dumps_text,
+# the default one only): JSON columns are written by orjson (app/json_codec.py). A connection
+# that died with a restart is replaced before use by app/database.py, without pre-ping's query.
+ENGINE_DEFAULTS = {"json_serializer": json_codec.dumps_text,
                    "json_deserializer": json_codec.loads}
 
 db = SQLAlchemy(model_class=Base, engine_options=ENGINE_DEFAULTS)

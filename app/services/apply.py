@@ -107,11 +107,12 @@ def apply_in_order(mutations: list[Mutation], actor: Actor, source: str,
 
     They are first written together: one savepoint and one flush for the lot, so each
     table's rows go to the database in a few statements (the appended ones, AppendedRows, in
-    one per table). Should any of them be refused or
-    break a constraint, that attempt is rolled back and they are applied one by one, each
-    then getting its own answer (DESIGN.md §5)."""
+    one per table). A batch of one goes this way too, as it asks fewer questions of the
+    database (a taken id, say, shows as the INSERT fails rather than by a lookup first).
+    Should any of them be refused or break a constraint, that attempt is rolled back and
+    they are applied one by one, each then getting its own answer (DESIGN.md §5)."""
     lookups = BatchLookups.prefetch(mutations, actor)
-    if len(mutations) > 1:
+    if mutations:
         known = dict(stored_by_mid)
         appended = AppendedRows()
         try:

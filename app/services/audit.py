@@ -32,7 +32,6 @@ from app.services.bulk_rows import insert_rows
 GENESIS_HASH = "0" * 64
 CHAINED_FIELDS = ("id", "at", "user_id", "username", "role", "clinic_id", "patient_id", "action",
                   "outcome", "device", "break_glass_id", "request_id", "detail")
-_PG_LOCK_KEY = 0x41554454  # one chain, so appends take turns on PostgreSQL
 CHECKPOINT_DOMAIN = "clinic-record audit checkpoint v1"  # a signature for nothing else
 
 
@@ -71,9 +70,18 @@ def signer() -> CheckpointSigner:
                            load_private_key(signing), load_public_keys(verifying)))
 
 
-def _take_turn(conn) -> None:
+_LAST_EVENT = select(AuditEvent.id, AuditEvent.hash).order_by(AuditEvent.id.desc()).limit(1)
+# Takes the chain's lock, then reads the newest row with a snapshot from after the lock
+# (migration 0008), in one round trip.
+_PG_LOCKED_LAST_EVENT = text("SELECT id, hash FROM audit_chain_head()")
+
+
+def _take_turn_and_last_event(conn):
+    """The newest row, once this transaction holds the chain (on SQLite, the transaction's
+    BEGIN IMMEDIATE already holds the whole database)."""
     if conn.dialect.name == "postgresql":
-        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})
+        return conn.execute(_PG_LOCKED_LAST_EVENT).first()
+    return conn.execute(_LAST_EVENT).first()
 
 
 class _Turn:
@@ -151,13 +159,9 @@ def _write_batch(engine, batch: list[_Turn]) -> None:
         turn.done = True
 
 
-_LAST_EVENT = select(AuditEvent.id, AuditEvent.hash).order_by(AuditEvent.id.desc()).limit(1)
-
-
 def _write(engine, entries: list[AuditEntry]) -> None:
     with engine.begin() as conn:
-        _take_turn(conn)
-        last = conn.execute(_LAST_EVENT).first()
+        last = _take_turn_and_last_event(conn)
         next_id, prev_hash = (last.id + 1, last.hash) if last else (1, GENESIS_HASH)
         rows = []
         for entry in entries:
@@ -195,9 +199,7 @@ def _write_checkpoint(conn, event_id: int, event_hash: str) -> dict:
 def checkpoint() -> dict | None:
     """Sign the newest row now; None when the newest row already has a checkpoint."""
     with _engine().begin() as conn:
-        _take_turn(conn)
-        last = conn.execute(select(AuditEvent.id, AuditEvent.hash)
-                            .order_by(AuditEvent.id.desc()).limit(1)).first()
+        last = _take_turn_and_last_event(conn)
         covered = conn.execute(select(func.max(AuditCheckpoint.event_id))).scalar() or 0
         if last is None or last.id <= covered:
             return None

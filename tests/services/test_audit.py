@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import delete, func, insert, select, update
 
 from app.crypto.audit_signing import CheckpointSigner
+from app.database import configure_engine
 from app.domain import roles as r
 from app.extensions import db
 from app.models import (AuditCheckpoint, AuditEvent, ChangeLog, EntityHistory, MutationResult,
@@ -401,15 +402,15 @@ def test_the_database_refuses_to_change_checkpoints(app, some_history, change):
 def _held_log(monkeypatch):
     """The log kept busy by its first writer until `release` is set."""
     inside, release, turns = threading.Event(), threading.Event(), []
-    take_turn = audit._take_turn
+    take_turn = audit._take_turn_and_last_event
 
     def slow_first_turn(conn):
         turns.append(conn)
         if len(turns) == 1:
             inside.set()
             release.wait(10)
-        take_turn(conn)
-    monkeypatch.setattr(audit, "_take_turn", slow_first_turn)
+        return take_turn(conn)
+    monkeypatch.setattr(audit, "_take_turn_and_last_event", slow_first_turn)
     return inside, release, turns
 
 
@@ -462,4 +463,35 @@ def test_one_callers_bad_entry_is_refused_without_refusing_those_written_with_it
     outcomes, _ = _append_from_threads(app, monkeypatch, callers)
     assert outcomes == {**{name: "recorded" for name in callers}, "broken": "refused"}
     assert recorded_readers() == sorted(name for name in callers if name != "broken")
+    assert audit.verify().ok
+
+
+def test_app_servers_appending_at_once_keep_one_unbroken_chain(app):
+    """Each app server process has its own queue (one engine each here), so their appends meet
+    only in the database: each must see the row the one before it wrote."""
+    servers = [sa.create_engine(db.engines["audit"].url, poolclass=sa.pool.NullPool)
+               for _ in range(4)]
+    for engine in servers:
+        configure_engine(engine, always_immediate=True)  # as create_app does
+    failures = []
+
+    def server(engine, name):
+        with app.app_context():
+            for i in range(25):
+                try:
+                    audit._write(engine, [audit.AuditEntry(action="test.read", username=name,
+                                                           detail={"i": i})])
+                except Exception as exc:  # noqa: BLE001
+                    failures.append(exc)
+    threads = [threading.Thread(target=server, args=(engine, f"server {n}"))
+               for n, engine in enumerate(servers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    for engine in servers:
+        engine.dispose()
+    assert failures == []
+    rows = audit_rows()
+    assert sum(row["action"] == "test.read" for row in rows) == 100
     assert audit.verify().ok

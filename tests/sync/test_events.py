@@ -221,6 +221,27 @@ def test_a_rejected_mutation_does_not_hold_back_the_poke_for_the_rest_of_its_bat
 
 
 @pytest.mark.postgres
+def test_a_batch_written_in_bulk_pokes_like_a_single_write(listen, push, world):
+    """Larger batches reach the change log by COPY, which the database's poke sees as well."""
+    colleague = listen()
+
+    results = push(*[_registration(world.clinics["A"].id, seq) for seq in range(1, 21)])
+
+    assert [res["status"] for res in results] == ["applied"] * 20
+    assert colleague.wait_for("poke", ARRIVES)
+
+
+@pytest.mark.postgres
+def test_a_push_that_changes_nothing_pokes_nobody(listen, push, world):
+    colleague = listen()
+
+    [result] = push(_registration(world.clinics["A"].id, 1, sex="robot"))
+
+    assert result["status"] == "rejected"
+    assert not colleague.wait_for("poke", QUIET)
+
+
+@pytest.mark.postgres
 def test_a_write_made_on_the_server_pokes_too(listen, register, world):
     """Web forms write through apply(), as this does, not through /sync/v1/push."""
     colleague = listen()
