@@ -37,6 +37,36 @@ def insert_rows(connection, table, rows: list[dict]) -> None:
     copy_rows(connection, _copy_statement(table, columns, connection.dialect), values)
 
 
+def insert_into_tables(connection, rows_by_table: list[tuple]) -> None:
+    """insert_rows for each (table, rows), in that order. On PostgreSQL, when every table gets
+    a few rows, all go as one statement (each table's INSERT in a WITH clause): a reading
+    pushed alone writes four tables, and one round trip instead of four. Foreign keys and
+    triggers are checked at the end of that statement, as they would be at the end of each
+    INSERT, so a failure is the same IntegrityError, and nothing of it is written."""
+    if (connection.dialect.name != "postgresql" or len(rows_by_table) < 2
+            or any(len(rows) > FEW_ROWS for _, rows in rows_by_table)):
+        for table, rows in rows_by_table:
+            insert_rows(connection, table, rows)
+        return
+    shapes, parameters = [], []
+    for table, rows in rows_by_table:
+        columns = tuple(rows[0])
+        processors = _processors(table, columns, connection.dialect)
+        shapes.append((table, columns, len(rows)))
+        parameters.extend(_sent(row[name], process) for row in rows
+                          for name, process in zip(columns, processors))
+    connection.exec_driver_sql(_together_statement(tuple(shapes), connection.dialect),
+                               tuple(parameters))
+
+
+@functools.lru_cache(maxsize=256)
+def _together_statement(shapes: tuple, dialect) -> str:
+    *first, last = [_values_statement(table, columns, count, dialect)
+                    for table, columns, count in shapes]
+    return ("WITH " + ", ".join(f"w{n} AS ({statement})" for n, statement in enumerate(first))
+            + " " + last)
+
+
 def copy_rows(connection, statement: str, values: list[list]) -> None:
     base_error = connection.dialect.loaded_dbapi.Error
     try:

@@ -19,7 +19,7 @@ from app.models.types import utcnow
 from app.services.actor import Actor
 from app.services.results import APPLIED, CONFLICT, Mutation, Rejection, Result
 from app.services import pokes
-from app.services.bulk_rows import insert_rows, update_rows
+from app.services.bulk_rows import insert_into_tables, update_rows
 from app.services.scope import visible_in_clinic
 
 
@@ -88,8 +88,8 @@ class AppendedRows:
         if not self.rows and not self.changes:
             return
         connection = db.session.connection()
-        for model, rows in self.rows.items():
-            insert_rows(connection, model.__table__, rows)
+        insert_into_tables(connection, [(model.__table__, rows)
+                                        for model, rows in self.rows.items()])
         changed: dict[tuple, list[dict]] = {}
         for (model, _), (_, values) in self.changes.items():
             changed.setdefault((model, tuple(values)), []).append(values)

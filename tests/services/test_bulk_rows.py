@@ -9,8 +9,9 @@ from sqlalchemy.exc import IntegrityError
 
 from app.domain.ids import new_id
 from app.extensions import db
-from app.models import EntityHistory
-from app.services.bulk_rows import FEW_ROWS, insert_rows
+from app.models import Clinic, EntityHistory, Organization
+from app.services.bulk_rows import FEW_ROWS, insert_into_tables, insert_rows
+from app.services.writes import with_defaults
 
 pytestmark = pytest.mark.postgres
 
@@ -50,3 +51,35 @@ def test_a_row_that_breaks_a_constraint_is_an_integrity_error_and_writes_nothing
         insert_rows(db.session.connection(), EntityHistory.__table__, rows)
     db.session.rollback()
     assert stored(rows[0]["entity_id"]) == []
+
+
+def a_clinic_and_its_organization() -> tuple[dict, dict]:
+    organization = {"id": new_id(), "name": "Bulk Health", "created_at": datetime.now(timezone.utc)}
+    clinic = with_defaults(Clinic, {"id": new_id(), "organization_id": organization["id"],
+                                    "name": "Bulk Clinic", "code": new_id()[:12]})
+    return clinic, organization
+
+
+@pytest.mark.parametrize("history_count", [3, FEW_ROWS + 1], ids=["few", "many"])
+def test_rows_for_several_tables_land_as_they_were_given(app, history_count):
+    clinic, organization = a_clinic_and_its_organization()
+    history = history_rows(history_count)
+    insert_into_tables(db.session.connection(), [
+        (Organization.__table__, [organization]), (EntityHistory.__table__, history),
+        (Clinic.__table__, [clinic])])
+    db.session.commit()
+    assert stored(history[0]["entity_id"]) == history
+    assert db.session.get(Clinic, clinic["id"]).organization_id == organization["id"]
+
+
+def test_one_tables_broken_constraint_writes_nothing_to_any_of_them(app):
+    clinic, organization = a_clinic_and_its_organization()
+    history = history_rows(3)
+    history[-1]["version"] = history[0]["version"]
+    with pytest.raises(IntegrityError):
+        insert_into_tables(db.session.connection(), [
+            (Organization.__table__, [organization]), (Clinic.__table__, [clinic]),
+            (EntityHistory.__table__, history)])
+    db.session.rollback()
+    assert stored(history[0]["entity_id"]) == []
+    assert db.session.get(Organization, organization["id"]) is None
