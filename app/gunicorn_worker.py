@@ -55,6 +55,12 @@ class StreamingThreadWorker(ThreadWorker):
         finally:
             forget(self._slot)
 
+    def run(self):
+        # The app is loaded: from here this worker takes connections. A load test waits for
+        # every worker's line, as a burst aimed at a half-started server measures the start.
+        self.log.info("Worker ready to serve (pid: %s)", self.pid)
+        super().run()
+
     def notify(self):
         super().notify()
         if not self.alive:  # draining to stop: the others must not wait for it to take more

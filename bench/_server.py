@@ -29,9 +29,11 @@ class Gunicorn:
         self.port = port
         self.command = procfile_web()
         self.log = open(log, "ab")
+        self._log_from = self.log.tell()
         self.proc = subprocess.Popen(["bash", "-c", "exec " + self.command], cwd=ROOT, env=env,
                                      stdout=self.log, stderr=subprocess.STDOUT)
         self._wait_ready()
+        self._wait_for_workers(workers)
         self.workers = self._children()
 
     def _wait_ready(self):
@@ -49,6 +51,19 @@ class Gunicorn:
             time.sleep(0.2)
         self.stop()
         raise RuntimeError(f"gunicorn did not answer on 127.0.0.1:{self.port}")
+
+    def _wait_for_workers(self, workers: int) -> None:
+        """Until every worker has loaded the app: the first answer comes from whichever was
+        first, and a burst sent while another still loads lands on the first alone."""
+        path = Path(self.log.name)
+        for _ in range(150):
+            with path.open("rb") as log:
+                log.seek(self._log_from)
+                if log.read().count(b"Worker ready to serve") >= workers:
+                    return
+            time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"not every gunicorn worker started; see {self.log.name}")
 
     def _children(self) -> list[int]:
         return children(self.proc.pid)
