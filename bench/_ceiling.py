@@ -74,6 +74,13 @@ class Recorder:
         self._listeners = []
         for key, engine in self.engines.items():
             def on_exec(conn, cursor, statement, parameters, context, executemany, key=key):
+                if statement.startswith(_TOGETHER):
+                    # Several tables' rows in one statement (bulk_rows.insert_into_tables):
+                    # counted, and written again, as the INSERT of each table it holds.
+                    for part, values in _parts(statement, parameters):
+                        self.events.append(("exec", key, part, values, False,
+                                            _value_groups(part)))
+                    return
                 # SQLAlchemy sends an INSERT ... RETURNING on SQLite row by row, flagged as
                 # executemany with one row's parameters.
                 many = executemany and _is_rows(parameters)
@@ -150,6 +157,21 @@ class Recorder:
             else:
                 pending[ev[1]] = Counter()
         return rows
+
+
+_TOGETHER = "WITH w0 AS (INSERT"
+_PART = re.compile(r"^WITH w0 AS \(|\), w\d+ AS \(|\) (?=INSERT )")
+
+
+def _parts(statement: str, parameters) -> list[tuple[str, tuple]]:
+    """The INSERTs of a `WITH w0 AS (INSERT ...), w1 AS (INSERT ...) INSERT ...` statement,
+    each with its share of the parameters (every value is one %s, in order)."""
+    parts, values = [], tuple(parameters)
+    for part in filter(None, _PART.split(statement)):
+        count = part.count("%s")
+        parts.append((part, values[:count]))
+        values = values[count:]
+    return parts
 
 
 def _is_rows(parameters) -> bool:
