@@ -4,7 +4,7 @@ from __future__ import annotations
 import functools
 
 from flask import request
-from sqlalchemy import bindparam
+from sqlalchemy import bindparam, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -47,16 +47,20 @@ def claim(actor: Actor, client_id: str, telemetry: dict | None = None,
 def _upsert(dialect_name: str, contact: tuple[str, ...]):
     """The upsert for one set of contact columns, built once: every sync request runs it."""
     insert = pg_insert if dialect_name == "postgresql" else sqlite_insert
-    columns = SyncClient.__table__.c
+    table = SyncClient.__table__
 
     def new(name: str):
-        return bindparam(f"new_{name}", type_=columns[name].type)
+        return bindparam(f"new_{name}", type_=table.c[name].type)
     inserted = ("client_id", "user_id", "last_seq", "generation", "created_at", "user_agent",
                 *contact)
-    return (insert(SyncClient).values({name: new(name) for name in inserted})
-            .on_conflict_do_update(index_elements=["client_id"],
-                                   set_={name: new(name) for name in contact})
-            .returning(SyncClient))
+    # A Core upsert whose returned row the ORM loads as the client: written against the
+    # mapped class instead, it went through the ORM's bulk INSERT machinery, which cost more
+    # than the statement (about 10% of a small push's CPU).
+    upsert = (insert(table).values({name: new(name) for name in inserted})
+              .on_conflict_do_update(index_elements=["client_id"],
+                                     set_={name: new(name) for name in contact})
+              .returning(*table.c))
+    return select(SyncClient).from_statement(upsert)
 
 
 def _kept(telemetry: dict) -> dict:

@@ -25,8 +25,8 @@ from app.services.writes import AppendedRows, BatchLookups, WriteContext
 
 @dataclass(frozen=True)
 class StoredAnswer:
-    """What a resend is answered from, for an answer written in this push (whose row was
-    written without an ORM object)."""
+    """What a resend is answered from: a stored answer as a push reads it, or one written
+    earlier in the same push (whose row was written without an ORM object)."""
     client_id: str | None
     payload_hash: str
     status: str
@@ -44,18 +44,22 @@ def same_payload(stored: MutationResult | StoredAnswer, mutation: Mutation) -> b
                                    mutation.payload_hash())
 
 
-def stored_results(mids: list[str]) -> dict[str, MutationResult]:
+def stored_results(mids: list[str]) -> dict[str, StoredAnswer]:
     """The stored answers among `mids`, in one query: a push looks its whole batch up at once
     instead of asking once per mutation (most are new, and a miss always costs a query)."""
-    found: dict[str, MutationResult] = {}
+    found: dict[str, StoredAnswer] = {}
     for start in range(0, len(mids), 500):  # SQLite's bound-parameter limit
-        found.update((r.mid, r) for r in db.session.scalars(
-            _STORED, {"mids": mids[start:start + 500]}))
+        found.update((row.mid, StoredAnswer(row.client_id, row.payload_hash, row.status,
+                                            row.result))
+                     for row in db.session.execute(_STORED, {"mids": mids[start:start + 500]}))
     return found
 
 
-# Built once, as the batch's other reads (writes.BatchLookups).
-_STORED = select(MutationResult).where(MutationResult.mid.in_(bindparam("mids", expanding=True)))
+# Built once, as the batch's other reads (writes.BatchLookups); columns, not ORM objects,
+# as nothing changes a stored answer.
+_STORED = (select(MutationResult.mid, MutationResult.client_id, MutationResult.payload_hash,
+                  MutationResult.status, MutationResult.result)
+           .where(MutationResult.mid.in_(bindparam("mids", expanding=True))))
 
 
 def answer_again(stored: MutationResult | StoredAnswer, mutation: Mutation) -> Result:
