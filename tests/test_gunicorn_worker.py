@@ -1,7 +1,6 @@
 """The Procfile's worker takes no new connection while another worker holds clearly fewer."""
 from __future__ import annotations
 
-import gc
 import time
 
 import pytest
@@ -74,13 +73,3 @@ def test_open_event_streams_count_neither_against_the_bound_nor_as_load(worker, 
     worker.nr_conns = 65
     assert not takes_another(worker)
 
-
-def test_a_serving_worker_leaves_the_loaded_app_out_of_garbage_collection():
-    threshold = gc.get_threshold()
-    try:
-        gunicorn_worker.tune_garbage_collection()
-        assert gc.get_freeze_count() > 1000  # this process's modules, at the least
-        assert gc.get_threshold()[0] == gunicorn_worker.YOUNG_OBJECTS_BEFORE_COLLECTING
-    finally:
-        gc.unfreeze()
-        gc.set_threshold(*threshold)

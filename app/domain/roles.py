@@ -28,7 +28,6 @@ ROLE_LABELS = {
 CLINICAL_ROLES = frozenset({REGISTRATION_CLERK, NURSE, CLINICIAN, PHARMACIST, LAB})
 ADMIN_ROLES = frozenset({CLINIC_ADMIN, ORG_ADMIN})
 AUDIT_VIEWER_ROLES = frozenset({CLINIC_ADMIN, ORG_ADMIN, PRIVACY_OFFICER})
-
 # Break-glass (DESIGN.md §6): the clinician decides on care in an emergency, so only they
 # open a patient outside their clinic; the privacy officer reviews each opening.
 BREAK_GLASS_ROLES = frozenset({CLINICIAN})

@@ -27,9 +27,7 @@ def insert_rows(connection, table, rows: list[dict]) -> None:
         connection.execute(_insert_into(table), rows)
         return
     columns = tuple(rows[0])
-    processors = _processors(table, columns, connection.dialect)
-    values = [[_sent(row[name], process) for name, process in zip(columns, processors)]
-              for row in rows]
+    values = _as_sent(table, columns, rows, connection.dialect)
     if len(rows) <= FEW_ROWS:
         statement = _values_statement(table, columns, len(rows), connection.dialect)
         connection.exec_driver_sql(statement, tuple(value for row in values for value in row))
@@ -51,10 +49,9 @@ def insert_into_tables(connection, rows_by_table: list[tuple]) -> None:
     shapes, parameters = [], []
     for table, rows in rows_by_table:
         columns = tuple(rows[0])
-        processors = _processors(table, columns, connection.dialect)
         shapes.append((table, columns, len(rows)))
-        parameters.extend(_sent(row[name], process) for row in rows
-                          for name, process in zip(columns, processors))
+        for row in _as_sent(table, columns, rows, connection.dialect):
+            parameters.extend(row)
     connection.exec_driver_sql(_together_statement(tuple(shapes), connection.dialect),
                                tuple(parameters))
 
@@ -104,6 +101,13 @@ def _processors(table, columns: tuple[str, ...], dialect) -> tuple:
     """Each column's bind processor (None: sent as it is), as SQLAlchemy would apply it."""
     return tuple(table.c[name].type.dialect_impl(dialect).bind_processor(dialect)
                  for name in columns)
+
+
+def _as_sent(table, columns: tuple[str, ...], rows: list[dict], dialect) -> list[list]:
+    """Each row's values in `columns` order, through their column types."""
+    processors = _processors(table, columns, dialect)
+    return [[_sent(row[name], process) for name, process in zip(columns, processors)]
+            for row in rows]
 
 
 def _sent(value, process):
