@@ -13,6 +13,7 @@ from app.extensions import compress, csrf, db
 from app.models.records import to_json_value
 from app.models.types import utcnow
 from app.services import audit
+from app.services.apply import BatchNeedsCare
 from app.services.audit import AuditUnavailable
 from sync_api import events, openapi, turns
 from sync_api.auth import current_actor, require_clinical
@@ -121,7 +122,14 @@ def push_route():
     require_clinical(actor)
     body = push_body()
     client = claim(actor, body["client_id"], body.get("telemetry"))
-    status, payload = push_batch(actor, client, body["mutations"])
+    try:
+        status, payload = push_batch(actor, client, body["mutations"])
+    except BatchNeedsCare:
+        # Written together without a savepoint, something in the batch was refused: nothing
+        # of this transaction stays, and the batch is applied again answering each mutation.
+        db.session.rollback()
+        client = claim(actor, body["client_id"], body.get("telemetry"))
+        status, payload = push_batch(actor, client, body["mutations"], careful=True)
     db.session.commit()
     return _json_answer(payload, status)
 

@@ -5,7 +5,7 @@ import functools
 from dataclasses import dataclass, field
 from itertools import chain
 
-from sqlalchemy import bindparam, event, inspect, select
+from sqlalchemy import bindparam, event, inspect, literal, select, union_all
 from sqlalchemy.orm import Session, selectinload
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -25,34 +25,38 @@ from app.services.scope import visible_in_clinic
 
 @dataclass
 class BatchLookups:
-    """Rows a batch of mutations will read, each fetched once for the batch.
-
-    Holding them here also keeps them in the session's (weak) identity map."""
-    patients: dict[str, Patient] = field(default_factory=dict)
+    """What a batch of mutations will ask the database, each asked once for the batch."""
+    # Of the patients the batch names, those this clinic may see. A handler that only adds
+    # to a patient's record needs no more than that: ids and columns, not ORM objects, which
+    # cost several times the query to build.
+    visible_patients: set[str] = field(default_factory=set)
     # Patients the batch changes, locked together in id order: one round trip, and two
     # pushes locking overlapping patients take them in the same order, so neither deadlocks.
     # Every row lock here is FOR NO KEY UPDATE (key_share): ids never change, and a plain
     # FOR UPDATE would conflict with the FOR KEY SHARE lock that inserting a reading takes on
     # its patient through the foreign key, which deadlocked concurrent pushes.
     locked_patients: dict[str, Patient] = field(default_factory=dict)
-    rows: dict[tuple[type, str], object] = field(default_factory=dict)
+    # Each named visit's patient.
+    visit_patients: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def prefetch(cls, mutations: list[Mutation], actor: Actor) -> BatchLookups:
         lookups = cls()
         patient_ids = _named(mutations, "patient_id")
         visit_ids = _named(mutations, "visit_id")
+        if not actor.clinic_id:
+            patient_ids = set()  # no clinic sees them
+        for kind, row_id, patient_id in _patients_and_visits(patient_ids, visit_ids,
+                                                             actor.clinic_id):
+            if kind == "patient":
+                lookups.visible_patients.add(row_id)
+            else:
+                lookups.visit_patients[row_id] = patient_id
+        changed = {m.entity_id for m in mutations
+                   if m.type in PATIENT_CHANGES and is_uuid(m.entity_id)}
         if actor.clinic_id:
-            for patient in _by_ids(_visible_patients(lock=False), patient_ids,
-                                   clinic_id=actor.clinic_id):
-                lookups.patients[patient.id] = patient
-            changed = {m.entity_id for m in mutations
-                       if m.type in PATIENT_CHANGES and is_uuid(m.entity_id)}
-            for patient in _by_ids(_visible_patients(lock=True), changed,
-                                   clinic_id=actor.clinic_id):
+            for patient in _by_ids(_locked_patients(), changed, clinic_id=actor.clinic_id):
                 lookups.locked_patients[patient.id] = patient
-        for visit in _by_ids(_visits(), visit_ids):
-            lookups.rows[(Visit, visit.id)] = visit
         return lookups
 
 
@@ -179,23 +183,38 @@ def _by_ids(query, ids: set[str], **parameters) -> list:
     return found
 
 
+def _patients_and_visits(patient_ids: set[str], visit_ids: set[str],
+                         clinic_id: str | None) -> list:
+    """("patient", id, id) for each named patient the clinic may see, ("visit", id, its
+    patient's id) for each named visit: one query, as nearly every reading names both."""
+    patient_ids, visit_ids = sorted(patient_ids), sorted(visit_ids)
+    found = []
+    for start in range(0, max(len(patient_ids), len(visit_ids)), 250):  # 500 parameters
+        found.extend(db.session.execute(_patients_and_visits_query(), {
+            "patient_ids": patient_ids[start:start + 250],
+            "visit_ids": visit_ids[start:start + 250], "clinic_id": clinic_id}))
+    return found
+
+
 # The batch's queries are built once, their ids and clinic as parameters: building the
 # statement (and its cache key) again for every push cost about as much as running it.
 @functools.cache
-def _visible_patients(lock: bool):
-    query = (select(Patient).where(Patient.id.in_(bindparam("ids", expanding=True)),
-                                   visible_in_clinic(bindparam("clinic_id")))
-             .order_by(Patient.id))
-    if lock:
-        query = (query.with_for_update(of=Patient, key_share=True)
-                 .options(selectinload(Patient.identifiers)))
-    return query
+def _patients_and_visits_query():
+    patients = select(literal("patient"), Patient.id, Patient.id).where(
+        Patient.id.in_(bindparam("patient_ids", expanding=True)),
+        visible_in_clinic(bindparam("clinic_id")))
+    visits = select(literal("visit"), Visit.id, Visit.patient_id).where(
+        Visit.id.in_(bindparam("visit_ids", expanding=True)))
+    return union_all(patients, visits)
 
 
 @functools.cache
-def _visits():
-    return (select(Visit).where(Visit.id.in_(bindparam("ids", expanding=True)))
-            .order_by(Visit.id))
+def _locked_patients():
+    return (select(Patient).where(Patient.id.in_(bindparam("ids", expanding=True)),
+                                  visible_in_clinic(bindparam("clinic_id")))
+            .order_by(Patient.id)
+            .with_for_update(of=Patient, key_share=True)
+            .options(selectinload(Patient.identifiers)))
 
 
 @dataclass
@@ -212,34 +231,47 @@ class WriteContext:
     _recorded: tuple | None = field(default=None, init=False, repr=False)
 
     # Reading -------------------------------------------------------------------------------
-    def load(self, model, entity_id: str, label: str, lock: bool = True):
-        if not lock and self.lookups and (model, entity_id) in self.lookups.rows:
-            return self.lookups.rows[(model, entity_id)]
-        query = select(model).where(model.id == entity_id)
-        if lock:
-            query = query.with_for_update(key_share=True)
-        row = db.session.execute(query).scalar_one_or_none()
+    def load(self, model, entity_id: str, label: str):
+        """The stored row, locked for this transaction."""
+        row = db.session.execute(select(model).where(model.id == entity_id)
+                                 .with_for_update(key_share=True)).scalar_one_or_none()
         if row is None:
             raise Rejection("not_found", f"{label} {entity_id} was not found.")
         return row
 
-    def require_patient(self, patient_id: str, lock: bool = False) -> Patient:
+    def require_patient(self, patient_id: str) -> str:
+        """`patient_id`, if this clinic may see that patient."""
+        if self.lookups and patient_id in self.lookups.visible_patients:
+            return patient_id
+        return self._in_clinic(select(Patient.id), patient_id)
+
+    def lock_patient(self, patient_id: str) -> Patient:
+        """The patient, if this clinic may see them, locked for this transaction."""
+        if self.lookups and patient_id in self.lookups.locked_patients:
+            return self.lookups.locked_patients[patient_id]
+        return self._in_clinic(select(Patient).with_for_update(of=Patient, key_share=True),
+                               patient_id)
+
+    def _in_clinic(self, query, patient_id: str):
         # A patient outside the actor's clinic is reported exactly like a missing one,
         # so ids cannot be probed across clinics. One query answers both.
-        if self.lookups:
-            held = self.lookups.locked_patients if lock else self.lookups.patients
-            if patient_id in held:
-                return held[patient_id]
-        patient = None
+        found = None
         if self.actor.clinic_id:
-            query = select(Patient).where(Patient.id == patient_id,
-                                          visible_in_clinic(self.actor.clinic_id))
-            if lock:
-                query = query.with_for_update(of=Patient, key_share=True)
-            patient = db.session.execute(query).scalar_one_or_none()
-        if patient is None:
+            found = db.session.execute(query.where(
+                Patient.id == patient_id, visible_in_clinic(self.actor.clinic_id))).scalar()
+        if found is None:
             raise Rejection("not_found", f"Patient {patient_id} was not found in this clinic.")
-        return patient
+        return found
+
+    def patient_of_visit(self, visit_id: str) -> str:
+        """The patient a stored visit belongs to."""
+        if self.lookups and visit_id in self.lookups.visit_patients:
+            return self.lookups.visit_patients[visit_id]
+        patient_id = db.session.execute(
+            select(Visit.patient_id).where(Visit.id == visit_id)).scalar()
+        if patient_id is None:
+            raise Rejection("not_found", f"Visit {visit_id} was not found.")
+        return patient_id
 
     def require_own_clinic(self, clinic_id: str | None) -> str:
         clinic_id = clinic_id or self.actor.clinic_id

@@ -523,6 +523,25 @@ def test_a_mid_sent_twice_in_one_batch_is_applied_once_and_answered_from_the_fir
 
 
 @pytest.mark.postgres
+def test_a_mid_already_answered_sent_again_under_a_new_seq_is_answered_from_its_answer(
+        transport_for, patient_id):
+    nurse = transport_for("nurse")
+    kept, again = readings(patient_id, 1, [70, 72])
+    before = nurse("POST", "/sync/v1/push", push_body("tablet-first", kept, again))
+    later, _, last = readings(patient_id, 3, [80, 81, 82])
+    answer = nurse("POST", "/sync/v1/push", push_body(
+        "tablet-first", later, {**again, "seq": 4}, {**last, "seq": 5}))
+    elsewhere = nurse("POST", "/sync/v1/push", push_body("tablet-other", {**kept, "seq": 1}))
+
+    assert [r["status"] for r in answer.body["results"]] == ["applied", "duplicate", "applied"]
+    assert answer.body["results"][1]["record"] == before.body["results"][1]["record"]
+    assert answer.body["last_seq"] == 5
+    assert elsewhere.body["results"][0]["status"] == "rejected"
+    assert elsewhere.body["results"][0]["error"]["code"] == "mid_reused"
+    assert rows_of(Observation) == 4
+
+
+@pytest.mark.postgres
 def test_one_record_id_twice_in_a_batch_applies_the_first_and_refuses_the_second(
         transport_for, patient_id):
     nurse = transport_for("nurse")

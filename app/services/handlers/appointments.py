@@ -26,13 +26,13 @@ def slot_start(moment):
 def book(ctx: WriteContext):
     data = ctx.mutation.data
     clinic_id = ctx.require_own_clinic(data.get("clinic_id"))
-    patient = ctx.require_patient(data["patient_id"])
+    patient_id = ctx.require_patient(data["patient_id"])
     starts_at = parse_datetime(data["starts_at"])
     if starts_at < utcnow() - timedelta(minutes=5):
         message = "The appointment time is in the past."
         raise Rejection("invalid", message, [{"field": "starts_at", "message": message}])
     # Lock the clinic row: bookings for one clinic are decided one at a time.
-    ctx.load(Clinic, clinic_id, "Clinic", lock=True)
+    ctx.load(Clinic, clinic_id, "Clinic")
     begin = slot_start(starts_at)
     booked = db.session.execute(select(func.count()).select_from(Appointment).where(
         Appointment.clinic_id == clinic_id, Appointment.status == "booked",
@@ -43,9 +43,9 @@ def book(ctx: WriteContext):
         message = f"That time slot is full ({capacity} appointments). Choose another time."
         raise Rejection("slot_full", message, [{"field": "starts_at", "message": message}])
     appointment = ctx.create(Appointment, {
-        "patient_id": patient.id, "clinic_id": clinic_id, "starts_at": starts_at,
+        "patient_id": patient_id, "clinic_id": clinic_id, "starts_at": starts_at,
         "reason": (data.get("reason") or "").strip() or None, "status": "booked"},
-        patient_id=patient.id, clinic_id=clinic_id)
+        patient_id=patient_id, clinic_id=clinic_id)
     return ctx.applied(appointment)
 
 

@@ -18,11 +18,11 @@ def _own_draft(ctx: WriteContext, note: Note, action: str) -> None:
 @handles("note.write")
 def write(ctx: WriteContext):
     data = ctx.mutation.data
-    patient = ctx.require_patient(data["patient_id"])
+    patient_id = ctx.require_patient(data["patient_id"])
     note = ctx.create(Note, {
-        "patient_id": patient.id, "visit_id": require_visit_of(ctx, data.get("visit_id"), patient.id),
+        "patient_id": patient_id, "visit_id": require_visit_of(ctx, data.get("visit_id"), patient_id),
         "text": data["text"].strip(), "status": "draft"},
-        patient_id=patient.id, clinic_id=ctx.actor.clinic_id)
+        patient_id=patient_id, clinic_id=ctx.actor.clinic_id)
     return ctx.applied(note)
 
 

@@ -13,12 +13,12 @@ from app.services.writes import WriteContext
 @handles("condition.add")
 def add(ctx: WriteContext):
     data = ctx.mutation.data
-    patient = ctx.require_patient(data["patient_id"])
+    patient_id = ctx.require_patient(data["patient_id"])
     condition = ctx.create(Condition, {
-        "patient_id": patient.id, "visit_id": require_visit_of(ctx, data.get("visit_id"), patient.id),
+        "patient_id": patient_id, "visit_id": require_visit_of(ctx, data.get("visit_id"), patient_id),
         "text": data["text"].strip(), "code": (data.get("code") or "").strip().upper() or None,
         "onset_date": date.fromisoformat(data["onset_date"]) if data.get("onset_date") else None,
-        "clinical_status": "active"}, patient_id=patient.id, clinic_id=ctx.actor.clinic_id)
+        "clinical_status": "active"}, patient_id=patient_id, clinic_id=ctx.actor.clinic_id)
     return ctx.applied(condition)
 
 

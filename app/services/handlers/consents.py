@@ -30,12 +30,12 @@ def check_signature(data_url: str) -> None:
 @handles("consent.record")
 def record(ctx: WriteContext):
     data = ctx.mutation.data
-    patient = ctx.require_patient(data["patient_id"])
+    patient_id = ctx.require_patient(data["patient_id"])
     check_signature(data["signature_png"])
     consent = ctx.create(Consent, {
-        "patient_id": patient.id, "visit_id": require_visit_of(ctx, data.get("visit_id"), patient.id),
+        "patient_id": patient_id, "visit_id": require_visit_of(ctx, data.get("visit_id"), patient_id),
         "scope": data["scope"], "signer_name": data["signer_name"].strip(),
         "signer_relation": data["signer_relation"], "signature_png": data["signature_png"],
         "signed_at": parse_datetime(data["signed_at"]) if data.get("signed_at") else utcnow()},
-        patient_id=patient.id, clinic_id=ctx.actor.clinic_id)
+        patient_id=patient_id, clinic_id=ctx.actor.clinic_id)
     return ctx.applied(consent)

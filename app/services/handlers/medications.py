@@ -11,14 +11,14 @@ from app.services.writes import WriteContext
 @handles("medication.order")
 def order(ctx: WriteContext):
     data = ctx.mutation.data
-    patient = ctx.require_patient(data["patient_id"])
+    patient_id = ctx.require_patient(data["patient_id"])
     request = ctx.create(MedicationRequest, {
-        "patient_id": patient.id, "visit_id": require_visit_of(ctx, data.get("visit_id"), patient.id),
+        "patient_id": patient_id, "visit_id": require_visit_of(ctx, data.get("visit_id"), patient_id),
         "medication": data["medication"].strip(), "dose": data["dose"].strip(),
         "route": data["route"], "frequency": data["frequency"].strip(),
         "duration_days": data.get("duration_days"), "quantity": data["quantity"],
         "quantity_dispensed": 0, "status": "active"},
-        patient_id=patient.id, clinic_id=ctx.actor.clinic_id)
+        patient_id=patient_id, clinic_id=ctx.actor.clinic_id)
     return ctx.applied(request)
 
 
@@ -27,7 +27,7 @@ def dispense(ctx: WriteContext):
     data = ctx.mutation.data
     # Locking the order serialises concurrent dispenses, so two pharmacists cannot
     # together hand out more than was ordered.
-    request = ctx.load(MedicationRequest, data["request_id"], "Medication order", lock=True)
+    request = ctx.load(MedicationRequest, data["request_id"], "Medication order")
     ctx.require_patient(request.patient_id)
     if request.status != "active":
         raise Rejection("request_not_active", f"This order is {request.status}; nothing was dispensed.")

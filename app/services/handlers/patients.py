@@ -78,7 +78,7 @@ def register(ctx: WriteContext):
 
 @handles("patient.update")
 def update(ctx: WriteContext):
-    patient = ctx.require_patient(ctx.mutation.entity_id, lock=True)
+    patient = ctx.lock_patient(ctx.mutation.entity_id)
     incoming = ctx.mutation.data
     if "birth_date" in incoming:
         check_birth_date(incoming["birth_date"])
@@ -98,7 +98,7 @@ def update(ctx: WriteContext):
 @handles("patient.identifier.add")
 def add_identifier(ctx: WriteContext):
     data = ctx.mutation.data
-    patient = ctx.require_patient(data["patient_id"], lock=True)
+    patient = ctx.lock_patient(data["patient_id"])
     check_identifier_free(data["system"], data["value"], patient.id)
     identifier = ctx.create(PatientIdentifier, {
         "patient_id": patient.id, "system": data["system"], "value": data["value"].strip(),
@@ -111,7 +111,7 @@ def add_identifier(ctx: WriteContext):
 @handles("patient.identifier.retire")
 def retire_identifier(ctx: WriteContext):
     identifier = ctx.load(PatientIdentifier, ctx.mutation.entity_id, "Identifier")
-    patient = ctx.require_patient(identifier.patient_id, lock=True)
+    patient = ctx.lock_patient(identifier.patient_id)
     stale = ctx.check_base_version(identifier, patient_id=patient.id, clinic_id=patient.clinic_id,
                                    wanted={"active": False})
     if stale:

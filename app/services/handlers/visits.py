@@ -11,12 +11,12 @@ from app.services.writes import WriteContext
 def start(ctx: WriteContext):
     data = ctx.mutation.data
     clinic_id = ctx.require_own_clinic(data["clinic_id"])
-    patient = ctx.require_patient(data["patient_id"])
+    patient_id = ctx.require_patient(data["patient_id"])
     now = utcnow()
     visit = ctx.create(Visit, {
-        "patient_id": patient.id, "clinic_id": clinic_id, "station": data["station"],
+        "patient_id": patient_id, "clinic_id": clinic_id, "station": data["station"],
         "status": "in-progress", "reason": (data.get("reason") or "").strip() or None,
-        "started_at": now, "station_since": now}, patient_id=patient.id, clinic_id=clinic_id)
+        "started_at": now, "station_since": now}, patient_id=patient_id, clinic_id=clinic_id)
     return ctx.applied(visit)
 
 
