@@ -4,8 +4,11 @@ the log cannot be written nothing is shown or changed."""
 from __future__ import annotations
 
 import base64
+import hashlib
+import json
 import threading
 import time
+from datetime import datetime, timezone
 
 import pytest
 import sqlalchemy as sa
@@ -18,6 +21,7 @@ from app.domain import roles as r
 from app.extensions import db
 from app.models import (AuditCheckpoint, AuditEvent, ChangeLog, EntityHistory, MutationResult,
                         Note, Observation, Patient)
+from app.models.records import to_json_value
 from app.services import audit
 
 pytestmark = pytest.mark.postgres
@@ -181,6 +185,31 @@ def test_new_entries_after_a_verified_chain_keep_it_intact(app, some_history, wo
     client_for(world.user(r.LAB, "A")).get(f"/patients/{patient_id}")
     result = verify_cli(app)
     assert result.exit_code == 0 and f"{len(some_history) + 1} rows checked" in result.output
+
+
+def test_entries_with_any_text_in_them_are_chained_so_that_verify_holds(app):
+    details = [{"note": 'quote " and backslash \\ and tab \t', "n": 3, "x": 0.1},
+               {"name": "Wanjirũ Kamau 李", "nested": {"list": [1, None, True], "id": 7}},
+               {}]
+    for n, detail in enumerate(details):
+        audit.append([audit.AuditEntry(action="test.read", username=f"nurse ✓ {n}",
+                                       role="nurse, clinician", detail=detail)])
+    rows = [row for row in audit_rows() if row["action"] == "test.read"]
+    assert [row["detail"] for row in rows] == details
+    assert audit.verify().ok
+
+
+def test_rows_hashed_before_ids_were_split_out_still_verify():
+    """The hash of every stored row is sha256(previous hash + the row's canonical JSON):
+    rows written that way must still verify."""
+    row = {"id": 12, "at": datetime(2026, 11, 22, 9, 30, 0, 120000, tzinfo=timezone.utc),
+           "user_id": "u-1", "username": "Amina", "role": "nurse", "clinic_id": "c-1",
+           "patient_id": None, "action": "chart.read", "outcome": "success", "device": "tab",
+           "break_glass_id": None, "request_id": "r-9", "detail": {"id": 5, "é": "ü"}}
+    body = {name: to_json_value(row[name]) for name in audit.CHAINED_FIELDS}
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    assert audit.chain_hash("ab" * 32, row) == hashlib.sha256(
+        ("ab" * 32 + canonical).encode()).hexdigest()
 
 
 # --- The database refuses changes ----------------------------------------------------------
@@ -402,15 +431,15 @@ def test_the_database_refuses_to_change_checkpoints(app, some_history, change):
 def _held_log(monkeypatch):
     """The log kept busy by its first writer until `release` is set."""
     inside, release, turns = threading.Event(), threading.Event(), []
-    take_turn = audit._take_turn_and_last_event
+    write = audit._write
 
-    def slow_first_turn(conn):
-        turns.append(conn)
+    def slow_first_turn(engine, entries):
+        turns.append(entries)
         if len(turns) == 1:
             inside.set()
             release.wait(10)
-        return take_turn(conn)
-    monkeypatch.setattr(audit, "_take_turn_and_last_event", slow_first_turn)
+        return write(engine, entries)
+    monkeypatch.setattr(audit, "_write", slow_first_turn)
     return inside, release, turns
 
 
