@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import threading
 from dataclasses import dataclass
 from weakref import WeakKeyDictionary
@@ -30,7 +29,6 @@ from app.models.records import to_json_value
 from app.models.types import utcnow
 from app.services.bulk_rows import insert_rows
 
-log = logging.getLogger("clinic.audit")
 GENESIS_HASH = "0" * 64
 CHAINED_FIELDS = ("id", "at", "user_id", "username", "role", "clinic_id", "patient_id", "action",
                   "outcome", "device", "break_glass_id", "request_id", "detail")
@@ -57,21 +55,9 @@ class AuditEntry:
 
 
 def chain_hash(prev_hash: str, row: dict) -> str:
-    before_id, after_id = canonical_around_id(row)
-    return hashlib.sha256(f"{prev_hash}{before_id}{row['id']}{after_id}".encode()).hexdigest()
-
-
-def canonical_around_id(row: dict) -> tuple[str, str]:
-    """The canonical JSON a row's hash covers (its chained fields, keys sorted), in two pieces:
-    before and after the digits of its id, which PostgreSQL's audit_append() puts between
-    them once it holds the chain and knows the id."""
-    before = {name: to_json_value(row.get(name)) for name in CHAINED_FIELDS if name < "id"}
-    after = {name: to_json_value(row.get(name)) for name in CHAINED_FIELDS if name > "id"}
-    return _canonical(before)[:-1] + ',"id":', "," + _canonical(after)[1:]
-
-
-def _canonical(body: dict) -> str:
-    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    body = {name: to_json_value(row.get(name)) for name in CHAINED_FIELDS}
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256((prev_hash + canonical).encode()).hexdigest()
 
 
 def _engine():
@@ -174,9 +160,6 @@ def _write_batch(engine, batch: list[_Turn]) -> None:
 
 
 def _write(engine, entries: list[AuditEntry]) -> None:
-    if engine.dialect.name == "postgresql":
-        _append_in_one_call(engine, entries)
-        return
     with engine.begin() as conn:
         last = _take_turn_and_last_event(conn)
         next_id, prev_hash = (last.id + 1, last.hash) if last else (1, GENESIS_HASH)
@@ -191,37 +174,6 @@ def _write(engine, entries: list[AuditEntry]) -> None:
         every = current_app.config["AUDIT_CHECKPOINT_EVERY"]
         if every and rows[-1]["id"] // every > (rows[0]["id"] - 1) // every:
             _write_checkpoint(conn, rows[-1]["id"], rows[-1]["hash"])
-
-
-_PG_APPEND = text("SELECT first_id, last_id, last_hash FROM audit_append("
-                  "CAST(:before_id AS text[]), CAST(:after_id AS text[]), CAST(:rows AS jsonb))")
-_TEXT_FIELDS = tuple(name for name in CHAINED_FIELDS if name not in ("id", "at", "detail"))
-
-
-def _append_in_one_call(engine, entries: list[AuditEntry]) -> None:
-    """On PostgreSQL: one statement, in a transaction of its own (migration 0009)."""
-    at = utcnow()
-    before_id, after_id, rows = [], [], []
-    for entry in entries:
-        row = {**entry.__dict__, "at": at, "detail": entry.detail or {}}
-        wrong = [name for name in _TEXT_FIELDS if not isinstance(row[name], (str, type(None)))]
-        if wrong:
-            raise TypeError(f"audit fields {wrong} must be text")
-        before, after = canonical_around_id(row)
-        before_id.append(before)
-        after_id.append(after)
-        rows.append({**row, "at": to_json_value(at)})
-    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        first_id, last_id, _ = conn.execute(_PG_APPEND, {
-            "before_id": before_id, "after_id": after_id, "rows": json.dumps(rows)}).one()
-    every = current_app.config["AUDIT_CHECKPOINT_EVERY"]
-    if every and last_id // every > (first_id - 1) // every:
-        # The events are written: a checkpoint that fails now must not deny the accesses
-        # they record. The next one (or `flask audit checkpoint`) pins these rows too.
-        try:
-            checkpoint(engine)
-        except Exception:  # noqa: BLE001
-            log.exception("audit checkpoint after event %s failed; the events are kept", last_id)
 
 
 # --- Signed checkpoints ----------------------------------------------------------------------
@@ -244,9 +196,9 @@ def _write_checkpoint(conn, event_id: int, event_hash: str) -> dict:
     return row
 
 
-def checkpoint(engine=None) -> dict | None:
+def checkpoint() -> dict | None:
     """Sign the newest row now; None when the newest row already has a checkpoint."""
-    with (engine or _engine()).begin() as conn:
+    with _engine().begin() as conn:
         last = _take_turn_and_last_event(conn)
         covered = conn.execute(select(func.max(AuditCheckpoint.event_id))).scalar() or 0
         if last is None or last.id <= covered:
