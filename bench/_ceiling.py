@@ -76,7 +76,7 @@ class Recorder:
             def on_exec(conn, cursor, statement, parameters, context, executemany, key=key):
                 if statement.startswith(_TOGETHER):
                     # Several tables' rows in one statement (bulk_rows.insert_into_tables):
-                    # counted, and written again, as the INSERT of each table it holds.
+                    # counted, and written again, as each INSERT or UPDATE it holds.
                     for part, values in _parts(statement, parameters):
                         self.events.append(("exec", key, part, values, False,
                                             _value_groups(part)))
@@ -159,13 +159,13 @@ class Recorder:
         return rows
 
 
-_TOGETHER = "WITH w0 AS (INSERT"
+_TOGETHER = "WITH w0 AS ("
 _PART = re.compile(r"^WITH w0 AS \(|\), w\d+ AS \(|\) (?=INSERT )")
 
 
 def _parts(statement: str, parameters) -> list[tuple[str, tuple]]:
-    """The INSERTs of a `WITH w0 AS (INSERT ...), w1 AS (INSERT ...) INSERT ...` statement,
-    each with its share of the parameters (every value is one %s, in order)."""
+    """The INSERTs and UPDATEs of a `WITH w0 AS (INSERT ...), w1 AS (UPDATE ...) INSERT ...`
+    statement, each with its share of the parameters (every value is one %s, in order)."""
     parts, values = [], tuple(parameters)
     for part in filter(None, _PART.split(statement)):
         count = part.count("%s")

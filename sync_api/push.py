@@ -1,7 +1,7 @@
 """Push: each client's mutations applied exactly once, in the order the device made them."""
 from __future__ import annotations
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import select
 from sqlalchemy.orm.attributes import set_committed_value
 
 from app.extensions import db
@@ -13,6 +13,7 @@ from app.services.apply import (
     StoredAnswer, answer_again, apply_in_order, rejected_result, stored_results,
 )
 from app.services.results import DUPLICATE, Mutation, Rejection, Result, patient_of
+from app.services.writes import AppendedRows
 from sync_api import turns
 from sync_api.subset import DeviceView, allowed_categories
 
@@ -27,45 +28,38 @@ def push_batch(actor: Actor, client: SyncClient, wire_mutations: list[dict],
     Raises BatchNeedsCare unless `careful`: the caller then rolls back, claims the client
     again and calls this once more with `careful`, which answers every mutation.
     """
-    answered: list[tuple[Mutation, Result]] = []
-    new: list[tuple[Mutation, Result]] = []
-    gap_at: int | None = None
     mutations = [Mutation.from_wire(body, client.client_id) for body in wire_mutations]
-    # Kept here and written once: every flush in apply() would otherwise update the client row.
-    last_seq = client.last_seq
+    steps, last_seq, gap_at = _in_seq_order(mutations, client.last_seq)
     # A resend (a seq already answered) is answered from its stored answer. A new mutation's
     # id is looked up only when answering with care: on the first attempt an id already
     # stored breaks the stored answers' key as the batch is written, and the batch is then
     # applied with care. A push of new mutations, nearly every push, asks one query less.
-    stored = stored_results([m.mid for m in mutations if careful or m.seq <= last_seq])
-    # Consecutive new mutations are applied together (apply_in_order), the rest as they come,
-    # so every answer is the one a mutation-by-mutation pass would give.
-    run: list[Mutation] = []
-
-    def apply_run():
-        for mutation, result in zip(run, apply_in_order(run, actor, "sync", stored,
-                                                             in_savepoint=careful)):
+    stored = stored_results([m.mid for m in mutations if careful or m.seq <= client.last_seq])
+    # The device's progress, known before anything applies: written once, with the first
+    # run's rows (one statement) or on its own.
+    progress = AppendedRows()
+    now = utcnow()
+    progress.set_where(SyncClient, "client_id", client.client_id,
+                       {"last_seq": last_seq, "last_push_at": now})
+    answered: list[tuple[Mutation, Result]] = []
+    new: list[tuple[Mutation, Result]] = []
+    for step in steps:
+        if isinstance(step, Mutation):
+            answered.append((step, _resent(step, client.client_id, stored)))
+            continue
+        for mutation, result in zip(step, apply_in_order(step, actor, "sync", stored,
+                                                         in_savepoint=careful,
+                                                         written_with=progress)):
             answered.append((mutation, result))
             if result.status != DUPLICATE:
                 new.append((mutation, result))
-        run.clear()
-
-    for mutation in mutations:
-        if mutation.seq == last_seq + 1:
-            run.append(mutation)
-            last_seq = mutation.seq
-            continue
-        apply_run()
-        if mutation.seq > last_seq:
-            gap_at = mutation.seq
-            break
-        answered.append((mutation, _resent(mutation, client.client_id, stored)))
-    apply_run()
+    progress.write()
+    set_committed_value(client, "last_seq", last_seq)
+    set_committed_value(client, "last_push_at", now)
     results = []
     for mutation, result in answered:
         result.seq = mutation.seq
         results.append(result)
-    _record_progress(client, last_seq)
     _audit(actor, client.client_id, new)
     view = DeviceView(allowed_categories(actor.roles), utcnow())
     response = {"results": [_for_device(r, view) for r in results],
@@ -79,18 +73,22 @@ def push_batch(actor: Actor, client: SyncClient, wire_mutations: list[dict],
                  **response}
 
 
-def _record_progress(client: SyncClient, last_seq: int) -> None:
-    """The device's last answered seq, written by one UPDATE of its own: left to the unit of
-    work at commit, this one row cost more than the statement (a flush plan for one object)."""
-    now = utcnow()
-    db.session.execute(_PROGRESS, {"client": client.client_id, "seq": last_seq, "now": now})
-    set_committed_value(client, "last_seq", last_seq)
-    set_committed_value(client, "last_push_at", now)
-
-
-_PROGRESS = (update(SyncClient.__table__)
-             .where(SyncClient.__table__.c.client_id == bindparam("client"))
-             .values(last_seq=bindparam("seq"), last_push_at=bindparam("now")))
+def _in_seq_order(mutations: list[Mutation], last_seq: int) -> tuple[list, int, int | None]:
+    """The batch as steps: runs of consecutive new mutations (applied together, so every
+    answer is the one a mutation-by-mutation pass would give) and single resends; then the
+    last seq answered, and the seq of a gap that stops the batch (409), if any."""
+    steps: list[list[Mutation] | Mutation] = []
+    for mutation in mutations:
+        if mutation.seq == last_seq + 1:
+            if not steps or not isinstance(steps[-1], list):
+                steps.append([])
+            steps[-1].append(mutation)
+            last_seq = mutation.seq
+        elif mutation.seq > last_seq:
+            return steps, last_seq, mutation.seq
+        else:
+            steps.append(mutation)
+    return steps, last_seq, None
 
 
 def _for_device(result: Result, view: DeviceView) -> dict:

@@ -113,7 +113,8 @@ class BatchNeedsCare(Exception):
 
 def apply_in_order(mutations: list[Mutation], actor: Actor, source: str,
                    stored_by_mid: dict[str, MutationResult | StoredAnswer],
-                   in_savepoint: bool = True) -> list[Result]:
+                   in_savepoint: bool = True,
+                   written_with: AppendedRows | None = None) -> list[Result]:
     """Apply a device's new mutations in their order, as apply() would one by one.
 
     They are first written together: one flush for the lot, so each table's rows go to the
@@ -126,14 +127,17 @@ def apply_in_order(mutations: list[Mutation], actor: Actor, source: str,
     Undone how: with `in_savepoint`, the attempt has a savepoint of its own, rolled back here.
     Without, it raises BatchNeedsCare for the caller to roll back its whole transaction: a
     batch nearly always applies, and the savepoint's two statements were a sixth of a small
-    push's round trips."""
+    push's round trips.
+
+    `written_with`: the caller's own rows, written with the batch's when there is no
+    savepoint (and so nothing of the batch is undone alone); else left to the caller."""
     if not mutations:
         return []
     lookups = BatchLookups.prefetch(mutations, actor)
     if not in_savepoint:
         try:
             return _apply_together(mutations, actor, source, stored_by_mid, lookups,
-                                   AppendedRows())
+                                   written_with or AppendedRows())
         except (Rejection, IntegrityError) as failed:
             raise BatchNeedsCare() from failed
     known = dict(stored_by_mid)

@@ -35,33 +35,66 @@ def insert_rows(connection, table, rows: list[dict]) -> None:
     copy_rows(connection, _copy_statement(table, columns, connection.dialect), values)
 
 
-def insert_into_tables(connection, rows_by_table: list[tuple]) -> None:
-    """insert_rows for each (table, rows), in that order. On PostgreSQL, when every table gets
-    a few rows, all go as one statement (each table's INSERT in a WITH clause): a reading
-    pushed alone writes four tables, and one round trip instead of four. Foreign keys and
-    triggers are checked at the end of that statement, as they would be at the end of each
-    INSERT, so a failure is the same IntegrityError, and nothing of it is written."""
-    if (connection.dialect.name != "postgresql" or len(rows_by_table) < 2
+def insert_into_tables(connection, rows_by_table: list[tuple],
+                       updates: list[tuple] = ()) -> None:
+    """insert_rows for each (table, rows), in that order, then each update (table, key column,
+    key, new values by column) of one row. On PostgreSQL, when every table gets a few rows,
+    all go as one statement (each INSERT and UPDATE in a WITH clause): a reading pushed alone
+    writes four tables and its device's row, with one round trip instead of five. Foreign
+    keys and triggers are checked at the end of that statement, as they would be at the end
+    of each, so a failure is the same IntegrityError, and nothing of it is written."""
+    if (connection.dialect.name != "postgresql" or not rows_by_table
+            or len(rows_by_table) + len(updates) < 2
             or any(len(rows) > FEW_ROWS for _, rows in rows_by_table)):
         for table, rows in rows_by_table:
             insert_rows(connection, table, rows)
+        for table, key, key_value, values in updates:
+            connection.execute(_update_one(table, key, tuple(values)),
+                               {"key": key_value, **{f"new_{k}": v for k, v in values.items()}})
         return
-    shapes, parameters = [], []
-    for table, rows in rows_by_table:
-        columns = tuple(rows[0])
-        shapes.append((table, columns, len(rows)))
-        for row in _as_sent(table, columns, rows, connection.dialect):
-            parameters.extend(row)
-    connection.exec_driver_sql(_together_statement(tuple(shapes), connection.dialect),
+    # The last INSERT is the statement's own; the other INSERTs, then the UPDATEs, come
+    # before it as WITH clauses, their values in that order.
+    *before, (last_table, last_rows) = rows_by_table
+    parts, parameters = [], []
+    for table, rows in before:
+        parts.append(_insert_part(connection, table, rows, parameters))
+    for table, key, key_value, values in updates:
+        columns = (*values, key)
+        parts.append(("update", table, key, tuple(values)))
+        parameters.extend(_as_sent(table, columns, [{**values, key: key_value}],
+                                   connection.dialect)[0])
+    parts.append(_insert_part(connection, last_table, last_rows, parameters))
+    connection.exec_driver_sql(_together_statement(tuple(parts), connection.dialect),
                                tuple(parameters))
 
 
+def _insert_part(connection, table, rows: list[dict], parameters: list) -> tuple:
+    columns = tuple(rows[0])
+    for row in _as_sent(table, columns, rows, connection.dialect):
+        parameters.extend(row)
+    return ("insert", table, columns, len(rows))
+
+
 @functools.lru_cache(maxsize=256)
-def _together_statement(shapes: tuple, dialect) -> str:
-    *first, last = [_values_statement(table, columns, count, dialect)
-                    for table, columns, count in shapes]
+def _together_statement(parts: tuple, dialect) -> str:
+    *first, last = [_values_statement(*part[1:], dialect) if part[0] == "insert"
+                    else _update_statement(*part[1:], dialect) for part in parts]
     return ("WITH " + ", ".join(f"w{n} AS ({statement})" for n, statement in enumerate(first))
             + " " + last)
+
+
+@functools.lru_cache(maxsize=16)
+def _update_statement(table, key: str, columns: tuple[str, ...], dialect) -> str:
+    quote = dialect.identifier_preparer
+    assignments = ", ".join(f"{quote.quote(name)} = %s" for name in columns)
+    return (f"UPDATE {quote.format_table(table)} SET {assignments} "  # nosec B608: quoted names
+            f"WHERE {quote.quote(key)} = %s")
+
+
+@functools.lru_cache(maxsize=64)
+def _update_one(table, key: str, columns: tuple[str, ...]):
+    return (update(table).where(table.c[key] == bindparam("key"))
+            .values({name: bindparam(f"new_{name}") for name in columns}))
 
 
 def copy_rows(connection, statement: str, values: list[list]) -> None:
@@ -127,18 +160,12 @@ def update_rows(connection, table, rows: list[dict]) -> None:
         statement = _unnest_statement(table, columns, connection.dialect)
         changed = connection.exec_driver_sql(statement, arrays).rowcount
     else:
-        changed = connection.execute(_update_by_id(table, columns), [
-            {"row_id": row["id"], **{f"new_{name}": row[name] for name in columns}}
+        changed = connection.execute(_update_one(table, "id", columns), [
+            {"key": row["id"], **{f"new_{name}": row[name] for name in columns}}
             for row in rows]).rowcount
     if changed != len(rows):
         raise StaleDataError(f"{table.name}: {changed} of {len(rows)} rows changed; "
                              "a row to change was not there.")
-
-
-@functools.lru_cache(maxsize=64)
-def _update_by_id(table, columns: tuple[str, ...]):
-    return (update(table).where(table.c.id == bindparam("row_id"))
-            .values({name: bindparam(f"new_{name}") for name in columns}))
 
 
 @functools.lru_cache(maxsize=64)

@@ -72,6 +72,8 @@ class AppendedRows:
         self.rows: dict[type, list[dict]] = {}
         # Each changed row, and its new values by column (with its "id").
         self.changes: dict[tuple[type, str], tuple[object, dict]] = {}
+        # Rows changed by key, written after the others: (table, key column, key, values).
+        self.updates: list[tuple] = []
 
     def add(self, model, row: dict) -> None:
         """`row` by column name, every row of a model with the same columns."""
@@ -88,12 +90,18 @@ class AppendedRows:
         columns = _column_names(type(row))
         new_values.update((columns[name], value) for name, value in values.items())
 
+    def set_where(self, model, key: str, key_value, values: dict) -> None:
+        """The row of `model` whose column `key` holds `key_value` takes `values` (by column),
+        in the same statement as the appended rows where it can: a change the session does
+        not know of, for a row no query of the batch reads again."""
+        self.updates.append((model.__table__, key, key_value, values))
+
     def write(self) -> None:
-        if not self.rows and not self.changes:
+        if not self.rows and not self.changes and not self.updates:
             return
         connection = db.session.connection()
         insert_into_tables(connection, [(model.__table__, rows)
-                                        for model, rows in self.rows.items()])
+                                        for model, rows in self.rows.items()], self.updates)
         changed: dict[tuple, list[dict]] = {}
         for (model, _), (_, values) in self.changes.items():
             changed.setdefault((model, tuple(values)), []).append(values)
@@ -114,6 +122,7 @@ class AppendedRows:
     def _clear(self) -> None:
         self.rows.clear()
         self.changes.clear()
+        self.updates.clear()
 
 
 @dataclass(frozen=True)

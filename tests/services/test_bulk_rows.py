@@ -83,3 +83,42 @@ def test_one_tables_broken_constraint_writes_nothing_to_any_of_them(app):
     db.session.rollback()
     assert stored(history[0]["entity_id"]) == []
     assert db.session.get(Organization, organization["id"]) is None
+
+
+def an_organization_named(name: str) -> str:
+    organization_id = new_id()
+    db.session.add(Organization(id=organization_id, name=name))
+    db.session.commit()
+    return organization_id
+
+
+@pytest.mark.parametrize("history_count", [3, FEW_ROWS + 1], ids=["few", "many"])
+def test_a_row_changed_by_key_is_changed_with_the_rows_written_beside_it(app, history_count):
+    renamed = an_organization_named("Old Name")
+    clinic, organization = a_clinic_and_its_organization()
+    history = history_rows(history_count)
+    insert_into_tables(db.session.connection(), [
+        (Organization.__table__, [organization]), (EntityHistory.__table__, history),
+        (Clinic.__table__, [clinic])],
+        [(Organization.__table__, "id", renamed, {"name": "New Name ü"})])
+    db.session.commit()
+    db.session.expire_all()
+    assert db.session.get(Organization, renamed).name == "New Name ü"
+    assert db.session.get(Organization, organization["id"]).name == "Bulk Health"
+    assert stored(history[0]["entity_id"]) == history
+
+
+def test_a_broken_constraint_leaves_the_row_changed_by_key_as_it_was(app):
+    renamed = an_organization_named("Old Name")
+    clinic, organization = a_clinic_and_its_organization()
+    history = history_rows(3)
+    history[-1]["version"] = history[0]["version"]
+    with pytest.raises(IntegrityError):
+        insert_into_tables(db.session.connection(), [
+            (Organization.__table__, [organization]), (EntityHistory.__table__, history),
+            (Clinic.__table__, [clinic])],
+            [(Organization.__table__, "id", renamed, {"name": "New Name"})])
+    db.session.rollback()
+    db.session.expire_all()
+    assert db.session.get(Organization, renamed).name == "Old Name"
+    assert db.session.get(Organization, organization["id"]) is None
