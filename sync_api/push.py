@@ -30,11 +30,12 @@ def push_batch(actor: Actor, client: SyncClient, wire_mutations: list[dict],
     """
     mutations = [Mutation.from_wire(body, client.client_id) for body in wire_mutations]
     steps, last_seq, gap_at = _in_seq_order(mutations, client.last_seq)
-    # A resend (a seq already answered) is answered from its stored answer. A new mutation's
-    # id is looked up only when answering with care: on the first attempt an id already
-    # stored breaks the stored answers' key as the batch is written, and the batch is then
-    # applied with care. A push of new mutations, nearly every push, asks one query less.
-    stored = stored_results([m.mid for m in mutations if careful or m.seq <= client.last_seq])
+    # A resend (a seq already used) is answered from its stored answer. A new mutation's id
+    # is looked up only when answering with care: on the first attempt an id already stored
+    # breaks the stored answers' key as the batch is written, and the batch is then applied
+    # with care. A push of new mutations, nearly every push, asks one query less.
+    stored = stored_results([m.mid for m in mutations] if careful else
+                            [step.mid for step in steps if isinstance(step, Mutation)])
     # The device's progress, known before anything applies: written once, with the first
     # run's rows (one statement) or on its own.
     progress = AppendedRows()

@@ -542,6 +542,22 @@ def test_a_mid_already_answered_sent_again_under_a_new_seq_is_answered_from_its_
 
 
 @pytest.mark.postgres
+def test_a_mid_answered_before_sent_again_under_a_seq_taken_in_the_same_batch_is_a_duplicate(
+        transport_for, patient_id):
+    nurse = transport_for("nurse")
+    kept, again = readings(patient_id, 1, [70, 72])
+    before = nurse("POST", "/sync/v1/push", push_body("tablet-taken", kept, again))
+    (later,) = readings(patient_id, 3, [80])
+    answer = nurse("POST", "/sync/v1/push", push_body(
+        "tablet-taken", later, {**again, "seq": 3}))
+
+    assert [r["status"] for r in answer.body["results"]] == ["applied", "duplicate"]
+    assert answer.body["results"][1]["record"] == before.body["results"][1]["record"]
+    assert answer.body["last_seq"] == 3
+    assert rows_of(Observation) == 3
+
+
+@pytest.mark.postgres
 def test_one_record_id_twice_in_a_batch_applies_the_first_and_refuses_the_second(
         transport_for, patient_id):
     nurse = transport_for("nurse")

@@ -128,9 +128,9 @@ def test_while_a_pull_runs_a_push_that_came_later_goes_before_the_pull_waiting_a
             go_on.wait(10)
         return real_pull(*args)
 
-    def push_batch(*args):
+    def push_batch(*args, **kwargs):
         started.append("push")
-        return real_push(*args)
+        return real_push(*args, **kwargs)
     monkeypatch.setattr(sync_api, "pull", pull)
     monkeypatch.setattr(sync_api, "push_batch", push_batch)
     turns = app.extensions["sync_turns"]
