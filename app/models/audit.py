@@ -3,17 +3,21 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Integer, String
+from sqlalchemy import BigInteger, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.extensions import db
 from app.models.types import JSONType, UTCDateTime
 
+# 64 bits: every sync request appends events, and a fleet would reach a 32-bit integer's end
+# in years (migration 0009). SQLite's INTEGER is 64 bits as it is.
+AUDIT_ID = BigInteger().with_variant(Integer, "sqlite")
+
 
 class AuditEvent(db.Model):
     __bind_key__ = "audit"
     __tablename__ = "audit_event"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    id: Mapped[int] = mapped_column(AUDIT_ID, primary_key=True, autoincrement=False)
     at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     user_id: Mapped[str | None] = mapped_column(String(36), index=True)
     username: Mapped[str | None] = mapped_column(String(80))

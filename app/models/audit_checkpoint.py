@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Integer, String
+from sqlalchemy import String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.extensions import db
+from app.models.audit import AUDIT_ID
 from app.models.types import UTCDateTime
 
 
@@ -20,8 +21,8 @@ class AuditCheckpoint(db.Model):
     __tablename__ = "audit_checkpoint"
     # Numbered 1, 2, 3... and the number is signed: a checkpoint deleted from the middle
     # leaves a gap that no renumbering can hide.
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
-    event_id: Mapped[int] = mapped_column(Integer)
+    id: Mapped[int] = mapped_column(AUDIT_ID, primary_key=True, autoincrement=False)
+    event_id: Mapped[int] = mapped_column(AUDIT_ID)
     event_hash: Mapped[str] = mapped_column(String(64))
     at: Mapped[datetime] = mapped_column(UTCDateTime)
     key_id: Mapped[str] = mapped_column(String(16))

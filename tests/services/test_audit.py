@@ -524,3 +524,21 @@ def test_app_servers_appending_at_once_keep_one_unbroken_chain(app):
     rows = audit_rows()
     assert sum(row["action"] == "test.read" for row in rows) == 100
     assert audit.verify().ok
+
+
+def test_the_log_goes_on_past_two_billion_events(app):
+    """A fleet reaches a 32-bit id's end in years: the ids are 64-bit (migration 0009)."""
+    last_32_bit = 2**31 - 1
+    on_audit_db(insert(EVENTS).values(
+        id=last_32_bit, at=datetime.now(timezone.utc), action="test.read", outcome="success",
+        detail={}, prev_hash=audit.GENESIS_HASH, hash="ab" * 32))
+    audit.append([audit.AuditEntry(action="test.read", username=name)
+                  for name in ("past", "further")])
+    signed = audit.checkpoint()
+
+    rows = [row for row in audit_rows() if row["id"] > last_32_bit]
+    assert [(row["id"], row["username"]) for row in rows] == [
+        (2**31, "past"), (2**31 + 1, "further")]
+    assert rows[0]["prev_hash"] == "ab" * 32 and rows[1]["prev_hash"] == rows[0]["hash"]
+    assert signed["event_id"] == 2**31 + 1
+    assert checkpoint_rows()[-1]["event_id"] == 2**31 + 1
