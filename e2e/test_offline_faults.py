@@ -15,7 +15,7 @@ import time
 import urllib.request
 
 import pytest
-from playwright.sync_api import expect
+from playwright.sync_api import Error as PlaywrightError, expect
 
 from e2e.gate import Gate
 from e2e.helpers import audit_db, server_db
@@ -97,9 +97,38 @@ _CONTROLLER_VERSION = """() => new Promise((resolve) => {
 })"""
 
 
+def _unless_navigating(page, script: str):
+    """The script's answer; None when the page was navigating as it was asked."""
+    try:
+        return page.evaluate(script)
+    except PlaywrightError as error:
+        if "Execution context was destroyed" not in str(error):
+            raise
+        page.wait_for_load_state()
+        return None
+
+
 def controller_version(page) -> str | None:
     """The version of the activated worker that controls the page (None: none yet)."""
-    return page.evaluate(_CONTROLLER_VERSION)
+    return _unless_navigating(page, _CONTROLLER_VERSION)
+
+
+_REGISTRATION_STATE = """() => navigator.serviceWorker.getRegistration().then((r) => r && ({
+  installing: r.installing && r.installing.state, waiting: r.waiting && r.waiting.state,
+  active: r.active && r.active.state,
+  controller: navigator.serviceWorker.controller && navigator.serviceWorker.controller.state,
+}))"""
+
+
+def registration_state(page) -> dict | None:
+    """Where each of the page's workers is in its life."""
+    return _unless_navigating(page, _REGISTRATION_STATE)
+
+
+def nothing_waiting(page) -> bool:
+    """No worker of the page's registration is installing or waiting to take over."""
+    state = registration_state(page)
+    return bool(state) and state["installing"] is None and state["waiting"] is None
 
 
 def client_results(db, client_id: str) -> list:
@@ -314,8 +343,14 @@ def test_a_new_version_deployed_with_writes_queued_sends_them_once(new_context, 
         # then checks again at the next navigation, so the test asks again every 10 s.
         deadline = time.monotonic() + 60
         asked = 0.0
-        while controller_version(page) != new_version:
-            assert time.monotonic() < deadline, "the new worker never took over the page"
+        navigations: list[str] = []
+        page.on("framenavigated", lambda frame: frame == page.main_frame and navigations.append(frame.url))
+        # While a new worker waits, the old one is not asked anything: Chromium activates the
+        # new one only once the old one has no event in hand, and every question is an event.
+        while not (nothing_waiting(page) and controller_version(page) == new_version):
+            assert time.monotonic() < deadline, \
+                f"the new worker never took over the page: {registration_state(page)}; " \
+                f"the page went to {navigations}"
             if time.monotonic() - asked > 10:
                 page.evaluate("() => navigator.serviceWorker.getRegistration().then((r) => r.update()).then(() => true, () => false)")
                 asked = time.monotonic()
