@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from itertools import chain
 
 from sqlalchemy import bindparam, event, inspect, literal, select, union_all
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session, joinedload
 from sqlalchemy.orm.attributes import set_committed_value
 
 from app.domain.ids import is_uuid, new_id
@@ -188,7 +188,8 @@ def _by_ids(query, ids: set[str], **parameters) -> list:
     ids = sorted(ids)
     found = []
     for start in range(0, len(ids), 500):  # SQLite's bound-parameter limit
-        found.extend(db.session.scalars(query, {"ids": ids[start:start + 500], **parameters}))
+        found.extend(db.session.scalars(query, {"ids": ids[start:start + 500], **parameters})
+                     .unique())
     return found
 
 
@@ -219,11 +220,13 @@ def _patients_and_visits_query():
 
 @functools.cache
 def _locked_patients():
+    # The identifiers (part of a patient's record) come in the same query, joined: a second
+    # query for them was a round trip and a third of the cost of loading the patients.
     return (select(Patient).where(Patient.id.in_(bindparam("ids", expanding=True)),
                                   visible_in_clinic(bindparam("clinic_id")))
             .order_by(Patient.id)
             .with_for_update(of=Patient, key_share=True)
-            .options(selectinload(Patient.identifiers)))
+            .options(joinedload(Patient.identifiers)))
 
 
 @dataclass
@@ -432,13 +435,18 @@ _WRITTEN = "classes_written"
 def _may_have_changed(row, relationship: str) -> bool:
     """Whether rows of the relationship's kind were written in this transaction: if not, the
     collection loaded with the row is still what the database holds."""
-    related = inspect(type(row)).relationships[relationship].mapper.class_
+    related = _related_class(type(row), relationship)
     session = db.session()
     if related in session.info.get(_WRITTEN, ()):
         return True
     # A row changed through update() is noted as written there: looking through every changed
     # row of a batch not yet flushed, at each record, cost more than the batch's writes.
     return any(isinstance(other, related) for other in chain(session.new, session.deleted))
+
+
+@functools.cache
+def _related_class(model, relationship: str) -> type:
+    return inspect(model).relationships[relationship].mapper.class_
 
 
 @event.listens_for(Session, "before_flush")
