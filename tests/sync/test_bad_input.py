@@ -7,11 +7,12 @@ import base64
 import io
 import json
 import re
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from app.domain import roles as r
 from app.domain.ids import new_id
@@ -19,6 +20,7 @@ from app.extensions import db
 from app.models import (ApiToken, AuditEvent, ChangeLog, MutationResult, Patient, SyncClient,
                         UserSession)
 from app.models.types import utcnow
+from app.services import tokens
 from sync_api.cursor import Cursor
 from sync_api.wire import MAX_DEPTH
 from tests.conftest import config
@@ -558,6 +560,20 @@ def test_a_revoked_token_is_a_401(clerk, world, method, path):
     response = (clerk.test_client.get(path, headers=clerk.headers) if method == "GET" else
                 send(clerk, path, body))
     assert_refused(response, 401, "unauthenticated")
+    assert state() == before
+
+
+def test_a_token_revoked_through_another_server_stops_working_within_seconds(clerk, world,
+                                                                            monkeypatch):
+    # The clerk's device has just pushed: its token's answer is kept in this process. Another
+    # app server revokes it, which this one cannot see happen.
+    with db.engine.begin() as elsewhere:
+        elsewhere.execute(update(ApiToken).values(revoked_at=utcnow()))
+    later = time.monotonic() + tokens.BEARER_KEPT_SECONDS
+    monkeypatch.setattr(tokens, "_clock", lambda: later)
+    before = state()
+    assert_refused(send(clerk, PUSH, body_for(PUSH, mutations=[
+        registration(world.clinics["A"].id, 2)])), 401, "unauthenticated")
     assert state() == before
 
 

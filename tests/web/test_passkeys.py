@@ -324,16 +324,25 @@ def _tokens_live(user: User) -> int:
         ApiToken.user_id == user.id, ApiToken.revoked_at.is_(None))).scalars().all())
 
 
+def _syncs_with(app, token: str) -> int:
+    return app.test_client().post(
+        "/sync/v1/heartbeat", json={"protocol": 1, "client_id": "hub-device-0001"},
+        headers={"Authorization": f"Bearer {token}"}).status_code
+
+
 @pytest.mark.parametrize("path", ["password", "reset-mfa", "reset-passkeys"])
-def test_a_reset_ends_sessions_and_revokes_tokens(world, client_for, nurse_with_passkey, path):
+def test_a_reset_ends_sessions_and_revokes_tokens(app, world, client_for, nurse_with_passkey,
+                                                  path):
     nurse, _authenticator = nurse_with_passkey
-    tokens.issue(db.session.get(User, nurse.id), "hub")
+    token = tokens.issue(db.session.get(User, nurse.id), "hub")
     db.session.commit()
+    assert _syncs_with(app, token) == 200
     nurse_client = client_for(nurse)
     admin = client_for(world.user(r.CLINIC_ADMIN, "A"))
     assert admin.post(f"/admin/users/{nurse.id}/{path}").status_code == 303
     assert not signed_in(nurse_client)
     assert _tokens_live(nurse) == 0
+    assert _syncs_with(app, token) == 401
     # A code-app reset takes passkeys too: they are second factors, and one left in place
     # would let the person skip setting up the new code app.
     if path != "password":
