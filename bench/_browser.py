@@ -14,29 +14,13 @@ import statistics
 import time
 from pathlib import Path
 
+from _memory import cpu_seconds, proc_stat
 from _paths import use_repo
 
 use_repo()
 from e2e.chromium import CHROMIUM, CHROMIUM_ARGS  # noqa: E402 (the repository is on the path now)
-CLK = os.sysconf("SC_CLK_TCK")
-
-
-def _stat(pid: int) -> list[str] | None:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat[stat.rindex(")") + 2:].split()
-
-
-def proc_cpu(pids) -> float:
-    """User+system CPU seconds of these processes so far."""
-    total = 0.0
-    for pid in pids:
-        f = _stat(pid)
-        if f:
-            total += (int(f[11]) + int(f[12])) / CLK
-    return total
+# User+system CPU seconds of these processes so far.
+proc_cpu = cpu_seconds
 
 
 def tree(root_pids: set[int]) -> set[int]:
@@ -44,7 +28,7 @@ def tree(root_pids: set[int]) -> set[int]:
     parent = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
-            f = _stat(int(entry))
+            f = proc_stat(int(entry))
             if f:
                 parent[int(entry)] = int(f[1])
     out = set(root_pids)

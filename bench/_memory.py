@@ -12,11 +12,8 @@ def children(pid: int) -> list[int]:
     kids = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            if int(stat[stat.rindex(")") + 2:].split()[1]) == pid:
+            fields = proc_stat(int(entry))
+            if fields and int(fields[1]) == pid:
                 kids.append(int(entry))
     return kids
 
@@ -40,16 +37,27 @@ def memory_kb(pid: int) -> tuple[int, int | None]:
     return rss, pss
 
 
-def cpu_seconds(pids: list[int]) -> float:
+def cpu_seconds(pids: list[int], reaped_by: int | None = None) -> float:
+    """CPU of the live processes `pids`, and with `reaped_by`, of every child that process has
+    seen end (a PostgreSQL backend that closed its connection, say)."""
     total = 0.0
     for pid in pids:
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-        except OSError:
-            continue
-        f = stat[stat.rindex(")") + 2:].split()
-        total += (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+        fields = proc_stat(pid)
+        if fields:
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    if reaped_by is not None:
+        fields = proc_stat(reaped_by)
+        if fields:
+            total += (int(fields[13]) + int(fields[14])) / os.sysconf("SC_CLK_TCK")
     return total
+
+
+def proc_stat(pid: int) -> list[str] | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat[stat.rindex(")") + 2:].split()
 
 
 class MemoryWatch:

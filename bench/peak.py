@@ -286,13 +286,14 @@ def app_rep(args, backend, devices, work, rep, profile=False) -> dict:
             time.sleep(1.0)
         pg = postgres_pids(backend)
         cpu0 = {k: cpu_seconds([p]) for k, p in pids.items()}
-        pg0 = cpu_seconds(pg)
+        pg0 = cpu_seconds(pg, reaped_by=pg[0])
         with MemoryWatch(pids) as mem:
             tally, seconds, gen_cpu, streams = run_peak(args.app_port, devices, args.timeout,
                                                         args.streams)
         per_process_cpu = {k: round(cpu_seconds([p]) - cpu0[k], 1) for k, p in pids.items()}
         server_cpu = sum(per_process_cpu.values())
-        pg_cpu = cpu_seconds(postgres_pids(backend)) - pg0  # backends that ended are not counted
+        pg = postgres_pids(backend)
+        pg_cpu = cpu_seconds(pg, reaped_by=pg[0]) - pg0
         if sampler:
             sampler.stop()
     finally:

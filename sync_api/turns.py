@@ -23,9 +23,9 @@ from collections import deque
 
 from flask import current_app, g
 
+from app.config import SYNC_AWAY_AT_MOST as AWAY_AT_MOST
+
 WRITE, READ = 0, 1
-# With 2 running, at most 10 sync requests hold a connection of the pool's 15 (5 + 10).
-AWAY_AT_MOST = 8
 
 
 class Turns:
