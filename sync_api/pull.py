@@ -20,12 +20,13 @@ from sqlalchemy.orm import selectinload
 
 from app.extensions import db
 from app.models import (ENTITY_MODELS, ChangeLog, EntityHistory, Note, Observation, Patient,
-                        SyncClient, SyncSubset)
+                        SyncSubset)
 from app.models.records import RecordMixin, to_json_value
 from app.models.sealed import SealedRow, open_record
 from app.models.types import utcnow
 from app.services.actor import Actor
 from sync_api import turns
+from sync_api.clients import ClaimedClient, set_generation
 from sync_api.cursor import Cursor, seal, unseal
 from sync_api.epoch import current_epoch
 from sync_api.subset import (
@@ -82,7 +83,7 @@ def horizon(again: bool = False) -> Horizon:
     return Horizon(below=None, end=(0, last))
 
 
-def pull(actor: Actor, client: SyncClient, cursor_text: str | None, limit: int,
+def pull(actor: Actor, client: ClaimedClient, cursor_text: str | None, limit: int,
          seen: Horizon) -> dict:
     now = utcnow()
     view = DeviceView(allowed_categories(actor.roles), now)
@@ -115,7 +116,7 @@ def pull(actor: Actor, client: SyncClient, cursor_text: str | None, limit: int,
             "server_time": to_json_value(now)}
 
 
-def _still_valid(cursor: Cursor | None, actor: Actor, client: SyncClient, seen: Horizon) -> bool:
+def _still_valid(cursor: Cursor | None, actor: Actor, client: ClaimedClient, seen: Horizon) -> bool:
     if cursor is None or cursor.epoch != current_epoch() or cursor.scope != scope_key(actor):
         return False
     if cursor.gen > client.generation:  # generations this server never issued: a restore
@@ -124,15 +125,15 @@ def _still_valid(cursor: Cursor | None, actor: Actor, client: SyncClient, seen: 
     return (cursor.txid, min(cursor.seq, _END_OF_TRANSACTION)) <= seen.end
 
 
-def _fresh_start(actor: Actor, client: SyncClient, seen: Horizon) -> Cursor:
+def _fresh_start(actor: Actor, client: ClaimedClient, seen: Horizon) -> Cursor:
     """Forget what the device held; it gets its whole subset again, then the log from now."""
     db.session.execute(delete(SyncSubset).where(SyncSubset.client_id == client.client_id))
-    client.generation = 0
+    set_generation(client, 0)
     return Cursor(epoch=current_epoch(), scope=scope_key(actor), txid=seen.end[0],
                   seq=seen.end[1], gen=0)
 
 
-def _refresh_subset(actor: Actor, client: SyncClient, cursor: Cursor, now) -> list[dict]:
+def _refresh_subset(actor: Actor, client: ClaimedClient, cursor: Cursor, now) -> list[dict]:
     """Patients that entered the subset start a backfill; those that left are evicted.
 
     Generations the device never acknowledged (its answer was lost) are undone first, so
@@ -153,8 +154,8 @@ def _refresh_subset(actor: Actor, client: SyncClient, cursor: Cursor, now) -> li
             and (r.removed_gen is None or r.removed_gen > gen)}
     wanted = subset_patient_ids(actor, client.client_id, now)
     entered, left = wanted - held, held - wanted
-    client.generation = gen
     if not entered and not left:
+        set_generation(client, gen)
         return []
     gen += 1
     if entered:
@@ -166,7 +167,8 @@ def _refresh_subset(actor: Actor, client: SyncClient, cursor: Cursor, now) -> li
         db.session.execute(update(SyncSubset).where(
             held_by, SyncSubset.removed_gen.is_(None), SyncSubset.patient_id.in_(left))
             .values(removed_gen=gen))
-    client.generation = cursor.gen = gen
+    set_generation(client, gen)
+    cursor.gen = gen
     return [{"op": "evict", "entity": "patient", "id": pid} for pid in sorted(left)]
 
 
@@ -208,7 +210,7 @@ _CONVERTED = {entity: _converted(columns[:len(ENTITY_MODELS[entity].RECORD_FIELD
               for entity, columns in _PLAIN.items() if columns}
 
 
-def _backfill(client: SyncClient, cursor: Cursor, limit: int, view: DeviceView) -> list[dict]:
+def _backfill(client: ClaimedClient, cursor: Cursor, limit: int, view: DeviceView) -> list[dict]:
     """The current records of the patients that entered at this generation, page by page.
 
     Each entity's records go out in (patient_id, id) order, walking the entered patients in
@@ -288,7 +290,7 @@ def _log_query(dialect_name: str):
             .order_by(ChangeLog.txid, ChangeLog.seq).limit(bindparam("room")))
 
 
-def _log(client: SyncClient, cursor: Cursor, room: int, view: DeviceView,
+def _log(client: ClaimedClient, cursor: Cursor, room: int, view: DeviceView,
          seen: Horizon) -> tuple[list[dict], bool]:
     """The next changes in log order for the patients the device holds.
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from sqlalchemy import select
-from sqlalchemy.orm.attributes import set_committed_value
 
 from app.extensions import db
 from app.models import MutationResult, SyncClient
@@ -15,10 +14,11 @@ from app.services.apply import (
 from app.services.results import DUPLICATE, Mutation, Rejection, Result, patient_of
 from app.services.writes import AppendedRows
 from sync_api import turns
+from sync_api.clients import ClaimedClient
 from sync_api.subset import DeviceView, allowed_categories
 
 
-def push_batch(actor: Actor, client: SyncClient, wire_mutations: list[dict],
+def push_batch(actor: Actor, client: ClaimedClient, wire_mutations: list[dict],
                careful: bool = False) -> tuple[int, dict]:
     """Apply the batch in seq order; the caller commits results, last_seq and effects together.
 
@@ -55,8 +55,7 @@ def push_batch(actor: Actor, client: SyncClient, wire_mutations: list[dict],
             if result.status != DUPLICATE:
                 new.append((mutation, result))
     progress.write()
-    set_committed_value(client, "last_seq", last_seq)
-    set_committed_value(client, "last_push_at", now)
+    client.last_seq = last_seq
     results = []
     for mutation, result in answered:
         result.seq = mutation.seq
