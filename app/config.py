@@ -134,7 +134,6 @@ def build_config(instance_path: str, overrides: dict | None = None) -> dict:
            if env.get("SYNC_HISTORY_DAYS") else {}),
         # Sync requests one process runs at once; the others wait, pushes first (sync_api/turns.py).
         "SYNC_RUNNING_REQUESTS": running,
-        "SYNC_AWAY_AT_MOST": SYNC_AWAY_AT_MOST,
         "SYNC_TURN_WAIT_SECONDS": float(env.get("SYNC_TURN_WAIT_SECONDS", "30")),
         "SYNC_PULL_SETTLE_SECONDS": float(env.get("SYNC_PULL_SETTLE_SECONDS", "1.0")),
         "SYNC_EVENTS_MAX_SECONDS": float(env.get("SYNC_EVENTS_MAX_SECONDS", "55")),

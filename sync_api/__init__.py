@@ -29,8 +29,7 @@ csrf.exempt(bp)  # browsers are checked in auth.current_actor; bearer clients ca
 
 
 def register_sync(app: Flask) -> None:
-    app.extensions["sync_turns"] = turns.Turns(app.config["SYNC_RUNNING_REQUESTS"],
-                                               app.config["SYNC_AWAY_AT_MOST"])
+    app.extensions["sync_turns"] = turns.Turns(app.config["SYNC_RUNNING_REQUESTS"])
     app.register_blueprint(bp)
     events.init_app(app)
 

@@ -126,9 +126,10 @@ def _still_valid(cursor: Cursor | None, actor: Actor, client: ClaimedClient, see
 
 
 def _fresh_start(actor: Actor, client: ClaimedClient, seen: Horizon) -> Cursor:
-    """Forget what the device held; it gets its whole subset again, then the log from now."""
+    """Forget what the device held; it gets its whole subset again, then the log from now.
+    The subset is refreshed next (a fresh cursor has no check and no backfill), and that
+    writes the device's generation, once."""
     db.session.execute(delete(SyncSubset).where(SyncSubset.client_id == client.client_id))
-    set_generation(client, 0)
     return Cursor(epoch=current_epoch(), scope=scope_key(actor), txid=seen.end[0],
                   seq=seen.end[1], gen=0)
 

@@ -17,6 +17,7 @@ from app.domain.ids import new_id
 from app.extensions import db
 from app.models import ApiToken, Membership, User
 from app.models.types import utcnow
+from app.services.writes import kinds_written
 
 PREFIX = "crt_"
 LAST_USED_PRECISION = timedelta(minutes=1)
@@ -124,8 +125,7 @@ def forget_bearers() -> None:
 def _note_bearer_changes(session: Session, _context) -> None:
     # Forgotten at the flush and again at the commit: a request reading a token between the
     # two would keep the state from before the change.
-    if any(isinstance(row, _TOUCHES_BEARERS)
-           for row in (*session.new, *session.dirty, *session.deleted)):
+    if not kinds_written(session).isdisjoint(_TOUCHES_BEARERS):
         session.info["bearers_changed"] = True
         forget_bearers()
 

@@ -449,6 +449,11 @@ def _related_class(model, relationship: str) -> type:
     return inspect(model).relationships[relationship].mapper.class_
 
 
+def kinds_written(session: Session) -> set[type]:
+    """The models whose rows this transaction has written so far, through a flush or here."""
+    return session.info.get(_WRITTEN, set())
+
+
 @event.listens_for(Session, "before_flush")
 def _note_written(session: Session, _context, _instances) -> None:
     written = session.info.setdefault(_WRITTEN, set())

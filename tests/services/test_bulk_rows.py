@@ -92,15 +92,22 @@ def an_organization_named(name: str) -> str:
     return organization_id
 
 
+def write_beside_a_rename(clinic: dict, organization: dict, history: list[dict], renamed: str,
+                          new_name: str) -> None:
+    """An organization, its clinic and history rows appended, and another organization
+    renamed by its id, in one call."""
+    insert_into_tables(db.session.connection(), [
+        (Organization.__table__, [organization]), (EntityHistory.__table__, history),
+        (Clinic.__table__, [clinic])],
+        [(Organization.__table__, "id", renamed, {"name": new_name})])
+
+
 @pytest.mark.parametrize("history_count", [3, FEW_ROWS + 1], ids=["few", "many"])
 def test_a_row_changed_by_key_is_changed_with_the_rows_written_beside_it(app, history_count):
     renamed = an_organization_named("Old Name")
     clinic, organization = a_clinic_and_its_organization()
     history = history_rows(history_count)
-    insert_into_tables(db.session.connection(), [
-        (Organization.__table__, [organization]), (EntityHistory.__table__, history),
-        (Clinic.__table__, [clinic])],
-        [(Organization.__table__, "id", renamed, {"name": "New Name ü"})])
+    write_beside_a_rename(clinic, organization, history, renamed, "New Name ü")
     db.session.commit()
     db.session.expire_all()
     assert db.session.get(Organization, renamed).name == "New Name ü"
@@ -114,10 +121,7 @@ def test_a_broken_constraint_leaves_the_row_changed_by_key_as_it_was(app):
     history = history_rows(3)
     history[-1]["version"] = history[0]["version"]
     with pytest.raises(IntegrityError):
-        insert_into_tables(db.session.connection(), [
-            (Organization.__table__, [organization]), (EntityHistory.__table__, history),
-            (Clinic.__table__, [clinic])],
-            [(Organization.__table__, "id", renamed, {"name": "New Name"})])
+        write_beside_a_rename(clinic, organization, history, renamed, "New Name")
     db.session.rollback()
     db.session.expire_all()
     assert db.session.get(Organization, renamed).name == "Old Name"
