@@ -78,8 +78,7 @@ class Recorder:
                     # Several tables' rows in one statement (bulk_rows.insert_into_tables):
                     # counted, and written again, as each INSERT or UPDATE it holds.
                     for part, values in _parts(statement, parameters):
-                        self.events.append(("exec", key, part, values, False,
-                                            _value_groups(part)))
+                        self.events.append(("exec", key, *_as_written(part, values)))
                     return
                 # SQLAlchemy sends an INSERT ... RETURNING on SQLite row by row, flagged as
                 # executemany with one row's parameters.
@@ -160,18 +159,41 @@ class Recorder:
 
 
 _TOGETHER = "WITH w0 AS ("
-_PART = re.compile(r"^WITH w0 AS \(|\), w\d+ AS \(|\) (?=INSERT )")
+_PART = re.compile(r"^WITH w0 AS \(|\), w\d+ AS \(")
+_UNNEST_INSERT = re.compile(r"^INSERT INTO (\S+) \(([^)]*)\) SELECT \* FROM unnest\(")
 
 
 def _parts(statement: str, parameters) -> list[tuple[str, tuple]]:
-    """The INSERTs and UPDATEs of a `WITH w0 AS (INSERT ...), w1 AS (UPDATE ...) INSERT ...`
-    statement, each with its share of the parameters (every value is one %s, in order)."""
+    """The INSERTs and UPDATEs of a `WITH w0 AS (INSERT ...), w1 AS (UPDATE ...) SELECT ...`
+    statement, each with its share of the parameters (every value, or every column's array,
+    is one %s or %b, in order)."""
     parts, values = [], tuple(parameters)
-    for part in filter(None, _PART.split(statement)):
-        count = part.count("%s")
-        parts.append((part, values[:count]))
+    # The statement's own SELECT (after its last WITH clause) writes nothing.
+    for part in filter(None, _PART.split(statement.rsplit(") SELECT ", 1)[0])):
+        count = part.count("%s") + part.count("%b")
+        parts.append((part.removesuffix(" RETURNING 1"), values[:count]))
         values = values[count:]
     return parts
+
+
+def _as_written(part: str, values: tuple) -> tuple:
+    """(statement, parameters, many, rows) to record for one part: rows sent as one array
+    per column are replayed with COPY, as the raw ceiling writes many rows."""
+    if "FROM unnest(" not in part:
+        return part, values, False, _value_groups(part)
+    rows = len(values[0])
+    insert = _UNNEST_INSERT.match(part)
+    if insert is None:  # an UPDATE from arrays: replayed as it is
+        return part, values, False, rows
+    return (f"COPY {insert.group(1)} ({insert.group(2)}) FROM STDIN", list(zip(*values)), True,
+            rows)
+
+
+def _rows_in(statement: str, params: list) -> int:
+    """Rows the recorded executions of one statement write."""
+    if "FROM unnest(" in statement:
+        return sum(len(p[0]) for p in params)
+    return len(params) * _value_groups(statement)
 
 
 def _is_rows(parameters) -> bool:
@@ -225,7 +247,7 @@ def replay(backend, urls, transactions) -> tuple[float, int]:
         for statement, params, many in writes:
             groups.setdefault(statement, []).extend(params if many else [params])
         plan.append((key, list(groups.items())))
-    rows = sum(len(p) * _value_groups(s) for _, g in plan for s, p in g)
+    rows = sum(_rows_in(s, p) for _, g in plan for s, p in g)
     sqlite = backend.name == "sqlite"
     try:
         t0 = time.perf_counter()

@@ -1,4 +1,4 @@
-"""Rows written in bulk, without the ORM: one statement per table and batch."""
+"""Rows written in bulk, without the ORM: one statement per table and batch, or one for all."""
 from __future__ import annotations
 
 import functools
@@ -35,52 +35,118 @@ def insert_rows(connection, table, rows: list[dict]) -> None:
     copy_rows(connection, _copy_statement(table, columns, connection.dialect), values)
 
 
-def insert_into_tables(connection, rows_by_table: list[tuple],
-                       updates: list[tuple] = ()) -> None:
-    """insert_rows for each (table, rows), in that order, then each update (table, key column,
-    key, new values by column) of one row. On PostgreSQL, when every table gets a few rows,
-    all go as one statement (each INSERT and UPDATE in a WITH clause): a reading pushed alone
-    writes four tables and its device's row, with one round trip instead of five. Foreign
-    keys and triggers are checked at the end of that statement, as they would be at the end
-    of each, so a failure is the same IntegrityError, and nothing of it is written."""
-    if (connection.dialect.name != "postgresql" or not rows_by_table
-            or len(rows_by_table) + len(updates) < 2
-            or any(len(rows) > FEW_ROWS for _, rows in rows_by_table)):
+def insert_into_tables(connection, rows_by_table: list[tuple], updates: list[tuple] = (),
+                       changes: list[tuple] = ()) -> None:
+    """insert_rows for each (table, rows), in that order; then each update (table, key column,
+    key, new values by column) of one row; then each change (table, rows by id, as
+    update_rows takes them).
+
+    On PostgreSQL all go as one statement, each INSERT and UPDATE in a WITH clause: a batch
+    writes four or five tables, and one round trip instead of one per table (two per COPY)
+    keeps the database's time and the server's from adding up, statement after statement.
+    A few rows go as VALUES, more as one array per column (unnest), which keeps the statement
+    short and the same for any count, so the driver prepares it once. Foreign keys and
+    triggers are checked at the end of that statement, as they would be at the end of each,
+    so a failure is the same IntegrityError, and nothing of it is written."""
+    dialect = connection.dialect
+    if dialect.name != "postgresql" or not _one_statement_holds(rows_by_table, updates, changes):
         for table, rows in rows_by_table:
             insert_rows(connection, table, rows)
         for table, key, key_value, values in updates:
             connection.execute(_update_one(table, key, tuple(values)),
                                {"key": key_value, **{f"new_{k}": v for k, v in values.items()}})
+        for table, rows in changes:
+            update_rows(connection, table, rows)
         return
-    # The last INSERT is the statement's own; the other INSERTs, then the UPDATEs, come
-    # before it as WITH clauses, their values in that order.
-    *before, (last_table, last_rows) = rows_by_table
     parts, parameters = [], []
-    for table, rows in before:
-        parts.append(_insert_part(connection, table, rows, parameters))
+    for table, rows in rows_by_table:
+        columns = tuple(rows[0])
+        if len(rows) <= FEW_ROWS:
+            parts.append(("insert", table, columns, len(rows)))
+            for row in _as_sent(table, columns, rows, dialect):
+                parameters.extend(row)
+        else:
+            parts.append(("insert_arrays", table, columns))
+            parameters.extend(_as_arrays(table, columns, rows, dialect))
     for table, key, key_value, values in updates:
-        columns = (*values, key)
         parts.append(("update", table, key, tuple(values)))
-        parameters.extend(_as_sent(table, columns, [{**values, key: key_value}],
-                                   connection.dialect)[0])
-    parts.append(_insert_part(connection, last_table, last_rows, parameters))
-    connection.exec_driver_sql(_together_statement(tuple(parts), connection.dialect),
-                               tuple(parameters))
+        parameters.extend(_as_sent(table, (*values, key), [{**values, key: key_value}],
+                                   dialect)[0])
+    wanted = []
+    for table, rows in changes:
+        columns = _changed_columns(rows)
+        parts.append(("change", table, columns))
+        parameters.extend(_as_arrays(table, ("id", *columns), rows, dialect))
+        wanted.append((table, len(rows)))
+    counts = connection.exec_driver_sql(_together_statement(tuple(parts), dialect),
+                                        tuple(parameters)).one()
+    for (table, count), changed in zip(wanted, counts):
+        _check_changed(table, changed, count)
 
 
-def _insert_part(connection, table, rows: list[dict], parameters: list) -> tuple:
-    columns = tuple(rows[0])
-    for row in _as_sent(table, columns, rows, connection.dialect):
-        parameters.extend(row)
-    return ("insert", table, columns, len(rows))
+def _one_statement_holds(rows_by_table, updates, changes) -> bool:
+    """Whether the writes may go as one statement: more than one of them (one alone goes the
+    cheapest way for itself), no table changed twice (a statement keeps only one of two
+    changes to the same row), and each column's values sendable as one array."""
+    if len(rows_by_table) + len(updates) + len(changes) < 2:
+        return False
+    changed_tables = [table for table, *_ in updates] + [table for table, _ in changes]
+    if len(set(changed_tables)) != len(changed_tables):
+        return False
+    return (all(_sendable_as_arrays(rows) for _, rows in rows_by_table if len(rows) > FEW_ROWS)
+            and all(_sendable_as_arrays(rows) for _, rows in changes))
+
+
+def _sendable_as_arrays(rows: list[dict]) -> bool:
+    """The driver sends a list as an array of one type: a column holding values of several
+    goes another way. Ints among floats (36 from one device, 36.6 from another) are sent as
+    floats (_as_arrays)."""
+    for name in rows[0]:
+        kinds = {type(row[name]) for row in rows}
+        kinds.discard(type(None))
+        if len(kinds) > 1 and kinds != {int, float}:
+            return False
+    return True
+
+
+def _as_arrays(table, columns: tuple[str, ...], rows: list[dict], dialect) -> list[list]:
+    """One list per column, each value through its column type."""
+    arrays = []
+    for name, process in zip(columns, _processors(table, columns, dialect)):
+        values = [_sent(row[name], process) for row in rows]
+        if {int, float} <= {type(value) for value in values}:
+            values = [value if value is None else float(value) for value in values]
+        arrays.append(values)
+    return arrays
+
+
+def _changed_columns(rows: list[dict]) -> tuple[str, ...]:
+    return tuple(name for name in rows[0] if name != "id")
+
+
+def _check_changed(table, changed: int, wanted: int) -> None:
+    if changed != wanted:
+        raise StaleDataError(f"{table.name}: {changed} of {wanted} rows changed; "
+                             "a row to change was not there.")
 
 
 @functools.lru_cache(maxsize=256)
 def _together_statement(parts: tuple, dialect) -> str:
-    *first, last = [_values_statement(*part[1:], dialect) if part[0] == "insert"
-                    else _update_statement(*part[1:], dialect) for part in parts]
-    return ("WITH " + ", ".join(f"w{n} AS ({statement})" for n, statement in enumerate(first))
-            + " " + last)
+    """Every part in a WITH clause (one that changes data runs whether or not anything reads
+    it); the statement answers how many rows each change part changed."""
+    statements, counted = [], []
+    for n, (kind, *part) in enumerate(parts):
+        if kind == "insert":
+            statements.append(_values_statement(*part, dialect))
+        elif kind == "insert_arrays":
+            statements.append(_unnest_insert_statement(*part, dialect))
+        elif kind == "update":
+            statements.append(_update_statement(*part, dialect))
+        else:
+            statements.append(_unnest_statement(*part, dialect) + " RETURNING 1")
+            counted.append(f"(SELECT count(*) FROM w{n})")  # nosec B608: our own names
+    return ("WITH " + ", ".join(f"w{n} AS ({statement})" for n, statement in enumerate(statements))
+            + " SELECT " + (", ".join(counted) or "0"))
 
 
 @functools.lru_cache(maxsize=16)
@@ -130,6 +196,19 @@ def _values_statement(table, columns: tuple[str, ...], count: int, dialect) -> s
 
 
 @functools.lru_cache(maxsize=64)
+def _unnest_insert_statement(table, columns: tuple[str, ...], dialect) -> str:
+    quote = dialect.identifier_preparer
+    return (f"INSERT INTO {quote.format_table(table)} "  # nosec B608: quoted names
+            f"({', '.join(quote.quote(name) for name in columns)}) "
+            f"SELECT * FROM unnest({_typed_arrays(table, columns, dialect)})")
+
+
+def _typed_arrays(table, columns: tuple[str, ...], dialect) -> str:
+    # Binary: psycopg quotes each element of an array sent as text, at ten times the cost.
+    return ", ".join(f"CAST(%b AS {table.c[name].type.compile(dialect)}[])" for name in columns)
+
+
+@functools.lru_cache(maxsize=64)
 def _processors(table, columns: tuple[str, ...], dialect) -> tuple:
     """Each column's bind processor (None: sent as it is), as SQLAlchemy would apply it."""
     return tuple(table.c[name].type.dialect_impl(dialect).bind_processor(dialect)
@@ -151,30 +230,24 @@ def update_rows(connection, table, rows: list[dict]) -> None:
     """Change rows of `table` by id: each dict holds "id" and the new values of the same
     columns. On PostgreSQL in one statement (an UPDATE from unnested arrays, one per column),
     elsewhere as one executemany. A row that is not there is an error, as in a flush."""
-    columns = tuple(name for name in rows[0] if name != "id")
-    if connection.dialect.name == "postgresql":
-        names = ("id", *columns)
-        processors = _processors(table, names, connection.dialect)
-        arrays = {f"c{n}": [_sent(row[name], process) for row in rows]
-                  for n, (name, process) in enumerate(zip(names, processors))}
+    columns = _changed_columns(rows)
+    if connection.dialect.name == "postgresql" and _sendable_as_arrays(rows):
+        arrays = _as_arrays(table, ("id", *columns), rows, connection.dialect)
         statement = _unnest_statement(table, columns, connection.dialect)
-        changed = connection.exec_driver_sql(statement, arrays).rowcount
+        changed = connection.exec_driver_sql(statement, tuple(arrays)).rowcount
     else:
         changed = connection.execute(_update_one(table, "id", columns), [
             {"key": row["id"], **{f"new_{name}": row[name] for name in columns}}
             for row in rows]).rowcount
-    if changed != len(rows):
-        raise StaleDataError(f"{table.name}: {changed} of {len(rows)} rows changed; "
-                             "a row to change was not there.")
+    _check_changed(table, changed, len(rows))
 
 
 @functools.lru_cache(maxsize=64)
 def _unnest_statement(table, columns: tuple[str, ...], dialect) -> str:
     quote = dialect.identifier_preparer
     names = ("id", *columns)
-    arrays = ", ".join(f"CAST(%(c{n})s AS {table.c[name].type.compile(dialect)}[])"
-                       for n, name in enumerate(names))
     assignments = ", ".join(f"{quote.quote(name)} = v.{quote.quote(name)}" for name in columns)
     target, aliases = quote.format_table(table), ", ".join(quote.quote(n) for n in names)
     return (f"UPDATE {target} AS t SET {assignments} "  # nosec B608: quoted names
-            f"FROM unnest({arrays}) AS v({aliases}) WHERE t.id = v.id")
+            f"FROM unnest({_typed_arrays(table, names, dialect)}) AS v({aliases}) "
+            "WHERE t.id = v.id")

@@ -19,7 +19,7 @@ from app.models.types import utcnow
 from app.services.actor import Actor
 from app.services.results import APPLIED, CONFLICT, Mutation, Rejection, Result
 from app.services import pokes
-from app.services.bulk_rows import insert_into_tables, update_rows
+from app.services.bulk_rows import insert_into_tables
 from app.services.scope import visible_in_clinic
 
 
@@ -99,14 +99,13 @@ class AppendedRows:
     def write(self) -> None:
         if not self.rows and not self.changes and not self.updates:
             return
-        connection = db.session.connection()
-        insert_into_tables(connection, [(model.__table__, rows)
-                                        for model, rows in self.rows.items()], self.updates)
         changed: dict[tuple, list[dict]] = {}
         for (model, _), (_, values) in self.changes.items():
             changed.setdefault((model, tuple(values)), []).append(values)
-        for (model, _), rows in changed.items():
-            update_rows(connection, model.__table__, rows)
+        insert_into_tables(db.session.connection(),
+                           [(model.__table__, rows) for model, rows in self.rows.items()],
+                           self.updates,
+                           [(model.__table__, rows) for (model, _), rows in changed.items()])
         # As a flush would: a record listing rows of these kinds is read again after a write.
         db.session.info.setdefault(_WRITTEN, set()).update(self.rows)
         self._clear()

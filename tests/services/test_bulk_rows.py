@@ -6,6 +6,7 @@ from datetime import datetime, timezone
 import pytest
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm.exc import StaleDataError
 
 from app.domain.ids import new_id
 from app.extensions import db
@@ -126,3 +127,69 @@ def test_a_broken_constraint_leaves_the_row_changed_by_key_as_it_was(app):
     db.session.expire_all()
     assert db.session.get(Organization, renamed).name == "Old Name"
     assert db.session.get(Organization, organization["id"]) is None
+
+
+def organizations_named(*names: str) -> list[str]:
+    return [an_organization_named(name) for name in names]
+
+
+def names_of(organization_ids: list[str]) -> list[str]:
+    db.session.expire_all()
+    return [db.session.get(Organization, organization_id).name
+            for organization_id in organization_ids]
+
+
+@pytest.mark.parametrize("renamed_count", [2, FEW_ROWS + 1], ids=["few", "many"])
+def test_rows_changed_by_id_are_changed_with_the_rows_written_beside_them(app, renamed_count):
+    renamed = organizations_named(*(f"Old {n}" for n in range(renamed_count)))
+    clinic, organization = a_clinic_and_its_organization()
+    history = history_rows(FEW_ROWS + 1)
+    insert_into_tables(db.session.connection(), [
+        (Organization.__table__, [organization]), (EntityHistory.__table__, history),
+        (Clinic.__table__, [clinic])], changes=[
+        (Organization.__table__, [{"id": organization_id, "name": f"New {n} ü"}
+                                  for n, organization_id in enumerate(renamed)])])
+    db.session.commit()
+    assert names_of(renamed) == [f"New {n} ü" for n in range(renamed_count)]
+    assert stored(history[0]["entity_id"]) == history
+
+
+def test_a_row_to_change_that_is_not_there_writes_nothing(app):
+    renamed = organizations_named("Old Name")
+    clinic, organization = a_clinic_and_its_organization()
+    history = history_rows(FEW_ROWS + 1)
+    with pytest.raises(StaleDataError):
+        insert_into_tables(db.session.connection(), [
+            (Organization.__table__, [organization]), (EntityHistory.__table__, history),
+            (Clinic.__table__, [clinic])], changes=[
+            (Organization.__table__, [{"id": renamed[0], "name": "New Name"},
+                                      {"id": new_id(), "name": "Nobody"}])])
+    db.session.rollback()
+    assert names_of(renamed) == ["Old Name"]
+    assert stored(history[0]["entity_id"]) == []
+
+
+def test_a_row_changed_both_by_key_and_by_id_keeps_both_changes(app):
+    organization_id, = organizations_named("First")
+    clinic, organization = a_clinic_and_its_organization()
+    moved = datetime(2020, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+    insert_into_tables(db.session.connection(), [
+        (Organization.__table__, [organization]), (Clinic.__table__, [clinic])],
+        [(Organization.__table__, "id", organization_id, {"name": "Second"})],
+        [(Organization.__table__, [{"id": organization_id, "created_at": moved}])])
+    db.session.commit()
+    db.session.expire_all()
+    changed = db.session.get(Organization, organization_id)
+    assert (changed.name, changed.created_at) == ("Second", moved)
+
+
+def test_a_column_given_whole_and_decimal_numbers_lands_whole(app):
+    clinic, organization = a_clinic_and_its_organization()
+    history = history_rows(FEW_ROWS + 1)
+    history[0]["version"] = 100.0  # a float among ints: sent as one array of floats
+    insert_into_tables(db.session.connection(), [
+        (Organization.__table__, [organization]), (EntityHistory.__table__, history),
+        (Clinic.__table__, [clinic])])
+    db.session.commit()
+    assert [row["version"] for row in stored(history[0]["entity_id"])] == [
+        *range(2, FEW_ROWS + 2), 100]

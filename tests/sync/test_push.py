@@ -595,3 +595,16 @@ def test_a_colleague_already_in_sync_gets_each_reading_as_the_writer_was_answere
 
     assert {key: colleague.store.rows[key] for key in answered} == answered
     assert sorted(str(r["value"]) for r in answered.values()) == ["38.4", "72.0", "positive"]
+
+
+@pytest.mark.postgres
+def test_readings_given_as_whole_and_decimal_numbers_in_one_batch_keep_their_values(
+        transport_for, patient_id):
+    nurse = transport_for("nurse")
+    values = [36, 36.6, 37, 38.25, 35, 36.5, 39, 40.1, 41, 36.9, 37, 37.5]  # more than a few
+    answer = nurse("POST", "/sync/v1/push", push_body("tablet-numbers",
+                                                      *readings(patient_id, 1, values)))
+    assert [r["status"] for r in answer.body["results"]] == ["applied"] * len(values)
+    db.session.rollback()
+    stored = sorted(o.value_number for o in db.session.scalars(select(Observation)))
+    assert stored == sorted(values)
