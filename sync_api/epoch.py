@@ -3,20 +3,25 @@ from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from app.extensions import db
 from app.models import ServerEpoch
 from app.models.types import utcnow
 
 
+# One column, not the ORM object: every pull asks, and loading the object cost several times
+# the query.
+_CURRENT = select(ServerEpoch.epoch).where(ServerEpoch.id == 1)
+
+
 def current_epoch() -> str:
-    row = db.session.get(ServerEpoch, 1)
-    if row is None:
-        row = ServerEpoch(id=1, epoch=str(uuid.uuid4()), reason="created")
-        db.session.add(row)
+    epoch = db.session.execute(_CURRENT).scalar()
+    if epoch is None:
+        epoch = str(uuid.uuid4())
+        db.session.add(ServerEpoch(id=1, epoch=epoch, reason="created"))
         db.session.flush()
-    return row.epoch
+    return epoch
 
 
 def start_new_epoch(reason: str) -> str:
