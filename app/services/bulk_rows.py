@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import re
 
 from sqlalchemy import bindparam, insert, update
 from sqlalchemy.exc import DBAPIError
@@ -92,6 +93,10 @@ def _one_statement_holds(rows_by_table, updates, changes) -> bool:
         return False
     changed_tables = [table for table, *_ in updates] + [table for table, _ in changes]
     if len(set(changed_tables)) != len(changed_tables):
+        return False
+    # Every part reads the snapshot the statement began with: a change would not see a row
+    # inserted beside it.
+    if set(changed_tables) & {table for table, _ in rows_by_table}:
         return False
     return (all(_sendable_as_arrays(rows) for _, rows in rows_by_table if len(rows) > FEW_ROWS)
             and all(_sendable_as_arrays(rows) for _, rows in changes))
@@ -205,7 +210,13 @@ def _unnest_insert_statement(table, columns: tuple[str, ...], dialect) -> str:
 
 def _typed_arrays(table, columns: tuple[str, ...], dialect) -> str:
     # Binary: psycopg quotes each element of an array sent as text, at ten times the cost.
-    return ", ".join(f"CAST(%b AS {table.c[name].type.compile(dialect)}[])" for name in columns)
+    # Without the type's length (VARCHAR, not VARCHAR(36)): an explicit cast would cut a
+    # value too long for the column short, where the column's own check refuses it.
+    return ", ".join(f"CAST(%b AS {_LENGTH.sub('', table.c[name].type.compile(dialect))}[])"
+                     for name in columns)
+
+
+_LENGTH = re.compile(r"\(.*?\)")
 
 
 @functools.lru_cache(maxsize=64)

@@ -5,7 +5,7 @@ from datetime import datetime, timezone
 
 import pytest
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm.exc import StaleDataError
 
 from app.domain.ids import new_id
@@ -193,3 +193,27 @@ def test_a_column_given_whole_and_decimal_numbers_lands_whole(app):
     db.session.commit()
     assert [row["version"] for row in stored(history[0]["entity_id"])] == [
         *range(2, FEW_ROWS + 2), 100]
+
+
+@pytest.mark.parametrize("count", [2, FEW_ROWS + 1], ids=["few", "many"])
+def test_a_value_too_long_for_its_column_is_refused_not_cut_short(app, count):
+    if db.engine.dialect.name == "sqlite":
+        pytest.skip("SQLite does not hold text to a column's length")
+    clinic, organization = a_clinic_and_its_organization()
+    history = history_rows(count)
+    history[-1]["entity"] = "x" * 41  # the column holds 40
+    with pytest.raises(DBAPIError):
+        insert_into_tables(db.session.connection(), [
+            (Organization.__table__, [organization]), (EntityHistory.__table__, history),
+            (Clinic.__table__, [clinic])])
+    db.session.rollback()
+    assert stored(history[0]["entity_id"]) == []
+
+
+def test_a_row_inserted_and_changed_in_one_call_takes_the_change(app):
+    clinic, organization = a_clinic_and_its_organization()
+    insert_into_tables(db.session.connection(), [
+        (Organization.__table__, [organization]), (Clinic.__table__, [clinic])],
+        changes=[(Organization.__table__, [{"id": organization["id"], "name": "Renamed"}])])
+    db.session.commit()
+    assert names_of([organization["id"]]) == ["Renamed"]
