@@ -49,8 +49,10 @@ def insert_into_tables(connection, rows_by_table: list[tuple], updates: list[tup
     short and the same for any count, so the driver prepares it once. Foreign keys and
     triggers are checked at the end of that statement, as they would be at the end of each,
     so a failure is the same IntegrityError, and nothing of it is written."""
-    dialect = connection.dialect
-    if dialect.name != "postgresql" or not _one_statement_holds(rows_by_table, updates, changes):
+    together = (connection.dialect.name == "postgresql"
+                and _may_go_together(rows_by_table, updates, changes)
+                and _together_parts(rows_by_table, updates, changes, connection.dialect))
+    if not together:
         for table, rows in rows_by_table:
             insert_rows(connection, table, rows)
         for table, key, key_value, values in updates:
@@ -59,6 +61,28 @@ def insert_into_tables(connection, rows_by_table: list[tuple], updates: list[tup
         for table, rows in changes:
             update_rows(connection, table, rows)
         return
+    parts, parameters = together
+    counts = connection.exec_driver_sql(_together_statement(parts, connection.dialect),
+                                        parameters).one()
+    for (table, rows), changed in zip(changes, counts):
+        _check_changed(table, changed, len(rows))
+
+
+def _may_go_together(rows_by_table, updates, changes) -> bool:
+    """Whether the writes may go as one statement: more than one of them (one alone goes the
+    cheapest way for itself), no table changed twice (a statement keeps only one of two
+    changes to the same row), and none changed where rows are inserted (every part reads the
+    snapshot the statement began with, so a change would not see a row inserted beside it)."""
+    if len(rows_by_table) + len(updates) + len(changes) < 2:
+        return False
+    changed_tables = [table for table, *_ in updates] + [table for table, _ in changes]
+    return (len(set(changed_tables)) == len(changed_tables)
+            and not set(changed_tables) & {table for table, _ in rows_by_table})
+
+
+def _together_parts(rows_by_table, updates, changes, dialect) -> tuple[tuple, tuple] | None:
+    """The statement's parts and its parameters in their order; None when some column's
+    values cannot be sent as one array (_as_arrays)."""
     parts, parameters = [], []
     for table, rows in rows_by_table:
         columns = tuple(rows[0])
@@ -66,60 +90,38 @@ def insert_into_tables(connection, rows_by_table: list[tuple], updates: list[tup
             parts.append(("insert", table, columns, len(rows)))
             for row in _as_sent(table, columns, rows, dialect):
                 parameters.extend(row)
-        else:
-            parts.append(("insert_arrays", table, columns))
-            parameters.extend(_as_arrays(table, columns, rows, dialect))
+            continue
+        arrays = _as_arrays(table, columns, rows, dialect)
+        if arrays is None:
+            return None
+        parts.append(("insert_arrays", table, columns))
+        parameters.extend(arrays)
     for table, key, key_value, values in updates:
         parts.append(("update", table, key, tuple(values)))
         parameters.extend(_as_sent(table, (*values, key), [{**values, key: key_value}],
                                    dialect)[0])
-    wanted = []
     for table, rows in changes:
         columns = _changed_columns(rows)
+        arrays = _as_arrays(table, ("id", *columns), rows, dialect)
+        if arrays is None:
+            return None
         parts.append(("change", table, columns))
-        parameters.extend(_as_arrays(table, ("id", *columns), rows, dialect))
-        wanted.append((table, len(rows)))
-    counts = connection.exec_driver_sql(_together_statement(tuple(parts), dialect),
-                                        tuple(parameters)).one()
-    for (table, count), changed in zip(wanted, counts):
-        _check_changed(table, changed, count)
+        parameters.extend(arrays)
+    return tuple(parts), tuple(parameters)
 
 
-def _one_statement_holds(rows_by_table, updates, changes) -> bool:
-    """Whether the writes may go as one statement: more than one of them (one alone goes the
-    cheapest way for itself), no table changed twice (a statement keeps only one of two
-    changes to the same row), and each column's values sendable as one array."""
-    if len(rows_by_table) + len(updates) + len(changes) < 2:
-        return False
-    changed_tables = [table for table, *_ in updates] + [table for table, _ in changes]
-    if len(set(changed_tables)) != len(changed_tables):
-        return False
-    # Every part reads the snapshot the statement began with: a change would not see a row
-    # inserted beside it.
-    if set(changed_tables) & {table for table, _ in rows_by_table}:
-        return False
-    return (all(_sendable_as_arrays(rows) for _, rows in rows_by_table if len(rows) > FEW_ROWS)
-            and all(_sendable_as_arrays(rows) for _, rows in changes))
-
-
-def _sendable_as_arrays(rows: list[dict]) -> bool:
-    """The driver sends a list as an array of one type: a column holding values of several
-    goes another way. Ints among floats (36 from one device, 36.6 from another) are sent as
-    floats (_as_arrays)."""
-    for name in rows[0]:
-        kinds = {type(row[name]) for row in rows}
-        kinds.discard(type(None))
-        if len(kinds) > 1 and kinds != {int, float}:
-            return False
-    return True
-
-
-def _as_arrays(table, columns: tuple[str, ...], rows: list[dict], dialect) -> list[list]:
-    """One list per column, each value through its column type."""
+def _as_arrays(table, columns: tuple[str, ...], rows: list[dict], dialect) -> list[list] | None:
+    """One list per column, each value through its column type; None when a column holds
+    values of several kinds, as the driver sends a list as an array of one type. Ints among
+    floats (36 from one device, 36.6 from another) are sent as floats."""
     arrays = []
     for name, process in zip(columns, _processors(table, columns, dialect)):
         values = [_sent(row[name], process) for row in rows]
-        if {int, float} <= {type(value) for value in values}:
+        kinds = set(map(type, values))
+        kinds.discard(type(None))
+        if len(kinds) > 1:
+            if kinds != {int, float}:
+                return None
             values = [value if value is None else float(value) for value in values]
         arrays.append(values)
     return arrays
@@ -242,8 +244,9 @@ def update_rows(connection, table, rows: list[dict]) -> None:
     columns. On PostgreSQL in one statement (an UPDATE from unnested arrays, one per column),
     elsewhere as one executemany. A row that is not there is an error, as in a flush."""
     columns = _changed_columns(rows)
-    if connection.dialect.name == "postgresql" and _sendable_as_arrays(rows):
-        arrays = _as_arrays(table, ("id", *columns), rows, connection.dialect)
+    arrays = (_as_arrays(table, ("id", *columns), rows, connection.dialect)
+              if connection.dialect.name == "postgresql" else None)
+    if arrays is not None:
         statement = _unnest_statement(table, columns, connection.dialect)
         changed = connection.exec_driver_sql(statement, tuple(arrays)).rowcount
     else:
