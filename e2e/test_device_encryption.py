@@ -14,7 +14,7 @@ import pytest
 from playwright.sync_api import expect
 
 from e2e.helpers import audit_db, server_db, sign_in
-from e2e.offline import (KEY_SLOT, away_for, expect_synced, go_offline, go_online, launch_profile,
+from e2e.offline import (KEY_SLOT, away_for, device, expect_synced, go_offline, go_online, launch_profile,
                          open_from_device, register, signed_in_state, unlock_when_asked,
                          wait_until_ready)
 
@@ -290,4 +290,30 @@ def test_a_passkey_unlocks_the_device_offline(live_server, new_context):
     assert page.locator("#unlock").get_attribute("data-unlock-mode") == "cold"
     page.get_by_role("button", name="Unlock with a passkey").click()
     page.wait_for_url(lambda url: url.endswith("/patients"))
+    open_from_device(page, patients)
+
+
+# Sent from the page, which then stays busy for a while: a slow tablet's page under load.
+_ASK_THEN_STAY_BUSY = """(busyMs) => setTimeout(() => {
+  const userId = document.querySelector('meta[name="clinic-user"]').content;
+  navigator.serviceWorker.controller.postMessage({ type: "idle-check", user_id: userId });
+  const end = Date.now() + busyMs;
+  while (Date.now() < end) { /* busy */ }
+}, 0)"""
+
+
+def test_a_page_slow_to_answer_a_restarted_worker_still_hands_it_the_key(new_context, live_server):
+    user = live_server.user("lab", RIVERSIDE)
+    context, page = device(new_context, live_server, user)
+    patients = live_server.url + "/patients"
+    open_from_device(page, patients)
+    # The browser stops a worker left idle; the next message starts a fresh one, which holds
+    # no key until the page hands it back.
+    cdp = context.new_cdp_session(page)
+    cdp.send("ServiceWorker.enable")
+    cdp.send("ServiceWorker.stopAllWorkers")
+    page.evaluate(_ASK_THEN_STAY_BUSY, 1500)
+    page.wait_for_timeout(4000)
+    # Still open, not sent to the unlock screen for the password.
+    expect(page).to_have_url(patients)
     open_from_device(page, patients)

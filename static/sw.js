@@ -80,8 +80,11 @@ const runtime = {
 
 /** How long a password typed at sign-in waits for the second step to finish. */
 const PENDING_SECRET_MS = 10 * 60_000;
-/** How long the worker waits for an open page to hand back the key after a restart. */
-const KEY_HANDOFF_MS = 400;
+/** How long the worker waits for open pages to hand back the key after a restart. Each page
+ * answers, with the key or without: the wait ends as soon as one hands it or all have said
+ * they have none, so this is only for a page too busy to answer (a slow tablet under load
+ * took more than 400 ms, and the device locked). */
+const KEY_HANDOFF_MS = 3000;
 
 /** @type {Promise<any>|null} */
 let deviceConnection = null;
@@ -136,9 +139,12 @@ async function keyFor(userId) {
   const clients = await sw.clients.matchAll({ includeUncontrolled: true, type: "window" });
   if (!clients.length) return null;
   const handed = await new Promise((resolve) => {
-    /** @param {string} id @param {CryptoKey} key */
+    let unanswered = clients.length;
+    /** @param {string} id @param {CryptoKey|null} key null: a page without it */
     const waiter = (id, key) => {
       if (id !== userId) return false;
+      unanswered -= 1;
+      if (!key && unanswered > 0) return false;
       clearTimeout(timer);
       resolve(key);
       return true;
@@ -171,7 +177,7 @@ function holdKey(userId, key) {
   if (runtime.db && runtime.db.name === storeName(userId)) attachKey(runtime.db, key);
 }
 
-/** @type {((userId: string, key: CryptoKey) => boolean)[]} */
+/** @type {((userId: string, key: CryptoKey|null) => boolean)[]} */
 let keyWaiters = [];
 
 /** Tell the pages the key (they keep it for a restarted worker), or to drop it. */
@@ -712,6 +718,9 @@ sw.addEventListener("message", (event) => {
       if (data.key instanceof CryptoKey && typeof data.user_id === "string") {
         keyWaiters = keyWaiters.filter((waiter) => !waiter(data.user_id, data.key));
       }
+    } else if (data.type === "no-key") {
+      // A page asked for the key has none: the worker waits only for the others.
+      if (typeof data.user_id === "string") keyWaiters = keyWaiters.filter((waiter) => !waiter(data.user_id, null));
     } else if (data.type === "pending-count") {
       const db = await storeOf();
       reply({ type: "pending-count", count: db ? (await stats(db)).pending : 0 });

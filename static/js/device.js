@@ -157,8 +157,11 @@ if (worker) {
     } else if (data.type === "unlock-needed" && location.pathname !== "/device/unlock") {
       location.assign(`/device/unlock?next=${encodeURIComponent(location.pathname + location.search)}`);
     }
-    else if (data.type === "key-wanted" && dataKey && data.user_id === userId && event.source) {
-      /** @type {ServiceWorker} */ (event.source).postMessage({ type: "data-key", user_id: userId, key: dataKey });
+    else if (data.type === "key-wanted" && event.source) {
+      // Answered either way: the worker waits for every page, and stops waiting once all of
+      // them have said they have no key.
+      /** @type {ServiceWorker} */ (event.source).postMessage(dataKey && data.user_id === userId
+        ? { type: "data-key", user_id: userId, key: dataKey } : { type: "no-key", user_id: data.user_id });
     }
   });
   worker.register("/sw.js", { type: "module", scope: "/" }).then(() => {
